@@ -1,0 +1,39 @@
+"""Every error the API raises is one of these, so callers can catch hpcq's own failures apart
+from bugs.  The CLI maps them to exit codes: InvalidId/InvalidInput are usage errors (2), the rest
+are refusals (1)."""
+
+
+class HpcqError(Exception):
+    """Base class of every hpcq error."""
+
+    exit_code = 1
+
+
+class NotFound(HpcqError):
+    """The job or task id is well formed but does not exist."""
+
+
+class InvalidId(HpcqError):
+    """The text is not a job id (``J``) or task id (``J.T`` / ``J.T.I``)."""
+
+    exit_code = 2
+
+
+class InvalidInput(HpcqError):
+    """A field of a job or task, or an argument of an operation, is not acceptable."""
+
+    exit_code = 2
+
+
+class InvalidState(HpcqError):
+    """The operation is not allowed in the object's current state; nothing was changed."""
+
+
+class WaitTimeout(HpcqError):
+    """A wait ran past its deadline; the object is still in a non-final state."""
+
+    exit_code = 3
+
+
+class RedisUnavailable(HpcqError):
+    """hpcq's Redis cannot be reached."""
