@@ -12,6 +12,7 @@ Layout (hash unless noted):
   hpcq:task:J.T:active    set     instance numbers holding a worker slot
   hpcq:task:J.T:redo      list    instance numbers requeued, dispatched before new ones
   hpcq:task:J.T:ended     set     materialized instance numbers that ended Failed or Canceled
+  hpcq:task:J.T:rdeps     set     task numbers still waiting for J.T to end (depends_on)
   hpcq:queue              zset    dispatchable task ids; score = priority band + submit seq
   hpcq:seq                string  submit sequence
   hpcq:attempt            string  attempt-token sequence
@@ -60,6 +61,10 @@ def sweep_redo(master_id) -> str:
 
 def sweep_ended(master_id) -> str:
     return f"{PREFIX}:task:{master_id}:ended"
+
+
+def task_rdeps(task_id) -> str:
+    return f"{PREFIX}:task:{task_id}:rdeps"
 
 
 def worker(name: str) -> str:

@@ -1,0 +1,24 @@
+-- ARGV: job id, queued message, running message, job error, force, grace, graceful.
+-- Every unfinished task by the CancelTask table (graceful: running ones are left to finish);
+-- the job is Canceling until nothing of it runs, then Canceled.
+local j, qmsg, rmsg, jerr, force, grace, graceful = unpack(ARGV)
+local jk = k_job(j)
+local st = redis.call('HGET', jk, 'state')
+if not st then fail('NOTFOUND', 'job ' .. j .. ' does not exist') end
+if not CANCEL_JOB_FROM[st] then fail('STATE', 'Jobs in the ' .. st .. ' state cannot be canceled.') end
+local ts = now()
+local out = {}
+if st ~= 'Canceling' then
+  redis.call('HSET', jk, 'error', jerr)
+  if st == 'Configuring' then
+    job_move(j, st, 'Canceled', ts)
+  else
+    job_move(j, st, 'Canceling', ts)
+  end
+end
+cancel_all(j, ts, qmsg, rmsg, force, grace, graceful, '', out)
+job_refresh(j, ts)
+wakeup()
+local res = {redis.call('HGET', jk, 'state')}
+for _, x in ipairs(out) do table.insert(res, x) end
+return res

@@ -1,0 +1,33 @@
+-- ARGV: job id, running message.  HPC Pack's job requeue (hpcpack.md 2.4): Finished tasks stay
+-- Finished, tasks explicitly canceled before they ran stay Canceled, every other task is queued
+-- again (running ones once they are stopped).  Returns {state after, celery id, mode, ...}.
+local j, rmsg = ARGV[1], ARGV[2]
+local jk = k_job(j)
+local st = redis.call('HGET', jk, 'state')
+if not st then fail('NOTFOUND', 'job ' .. j .. ' does not exist') end
+if not REQUEUE_JOB_FROM[st] then fail('STATE', 'Jobs in the ' .. st .. ' state cannot be requeued.') end
+local ts = now()
+local out = {}
+job_reopen(j, ts)
+redis.call('HINCRBY', jk, 'requeue_count', 1)
+for t = 1, num(redis.call('HGET', jk, 'ntasks')) do
+  local id = j .. '.' .. t
+  local tk = k_task(id)
+  local v = redis.call('HMGET', tk, 'state', 'explicit')
+  local tst, explicit = v[1], v[2] == '1'
+  if tst == 'Canceled' and explicit then
+    -- canceled on purpose: stays Canceled
+  elseif is_master(id) then
+    if tst ~= 'Canceling' then requeue_master(id, tst, ts) end
+  elseif tst == 'Failed' or tst == 'Canceled' then
+    requeue_unit(id, tst, ts)
+  elseif tst == 'Running' or tst == 'Canceling' then
+    cancel_unit(id, ts, '', rmsg, '0', '', '0', out)
+    redis.call('HSET', tk, 'cancel_requeue', '1')
+  end
+end
+job_refresh(j, ts)
+wakeup()
+local res = {redis.call('HGET', jk, 'state')}
+for _, x in ipairs(out) do table.insert(res, x) end
+return res

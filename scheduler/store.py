@@ -1,0 +1,198 @@
+"""The Redis store: every state change is one Lua script from ``lua/`` (loaded once, with the
+transition tables and shared helpers prepended), and every read goes through here too.
+
+Scripts refuse a step by raising ``HPCQ-<CODE> <message>`` before their first write, so a
+refused step changes nothing; this module turns those into hpcq's exceptions."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import redis
+
+from . import keys, states
+from .errors import HpcqError, InvalidInput, InvalidState, NotFound, RedisUnavailable
+
+_CODES = {"NOTFOUND": NotFound, "STATE": InvalidState, "NOTRERUN": InvalidState,
+          "INPUT": InvalidInput, "RETRY": InvalidState, "ILLEGAL": InvalidState}
+SCRIPTS = ("create_job", "add_task", "submit", "dispatch", "start", "finish", "cancel_task",
+           "cancel_job", "requeue_task", "requeue_job", "lease")
+
+
+@functools.cache
+def script_source(name: str) -> str:
+    lua = Path(__file__).with_name("lua")
+    return "\n".join([keys.lua_preamble(), states.lua_preamble(),
+                      (lua / "lib.lua").read_text(), (lua / f"{name}.lua").read_text()])
+
+
+def translate(exc: redis.RedisError) -> HpcqError:
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return RedisUnavailable(f"cannot reach Redis: {exc}")
+    text = str(exc)
+    pos = text.find("HPCQ-")
+    if pos >= 0:
+        code, _, msg = text[pos + 5:].partition(" ")
+        msg = msg.strip()
+        return _CODES.get(code, HpcqError)(msg)
+    return HpcqError(f"Redis error: {text}")
+
+
+def _s(v):
+    return v.decode() if isinstance(v, bytes) else v
+
+
+class Store:
+    """hpcq's view of one Redis database."""
+
+    def __init__(self, url: str, client: redis.Redis | None = None):
+        self.url = url
+        self.redis = client or redis.Redis.from_url(
+            url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30)
+        self._scripts = {name: self.redis.register_script(script_source(name)) for name in SCRIPTS}
+
+    def call(self, name: str, args=()):
+        try:
+            return self._scripts[name](args=[str(a) for a in args])
+        except redis.RedisError as exc:
+            raise translate(exc) from None
+
+    def _do(self, fn, *args):
+        try:
+            return fn(*args)
+        except redis.RedisError as exc:
+            raise translate(exc) from None
+
+    def ping(self) -> None:
+        self._do(self.redis.ping)
+
+    # --- jobs and tasks -------------------------------------------------------------------
+    def create_job(self, record: dict[str, str]) -> int:
+        flat = [x for kv in record.items() for x in kv]
+        return int(self.call("create_job", flat))
+
+    def add_task(self, job_id: int, record: dict[str, str]) -> int:
+        flat = [x for kv in record.items() for x in kv]
+        return int(self.call("add_task", [job_id, *flat]))
+
+    def submit(self, job_id: int, band: int, deps: list[list[int]]) -> None:
+        self.call("submit", [job_id, len(deps), band, *[",".join(map(str, d)) for d in deps]])
+
+    def job(self, job_id: int) -> dict[str, str]:
+        rec = self._do(self.redis.hgetall, keys.job(job_id))
+        if not rec:
+            raise NotFound(f"job {job_id} does not exist")
+        return rec
+
+    def task(self, task_id) -> dict[str, str] | None:
+        return self._do(self.redis.hgetall, keys.task(task_id)) or None
+
+    def tasks(self, task_ids) -> list[dict[str, str]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for tid in task_ids:
+            pipe.hgetall(keys.task(tid))
+        return self._do(pipe.execute)
+
+    def job_ids(self) -> list[int]:
+        return [int(j) for j in self._do(self.redis.zrange, keys.JOBS, 0, -1)]
+
+    def jobs(self, job_ids) -> list[dict[str, str]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for j in job_ids:
+            pipe.hgetall(keys.job(j))
+        return self._do(pipe.execute)
+
+    def materialized(self, master_id) -> int:
+        return int(self._do(self.redis.hget, keys.task(master_id), "next") or 0)
+
+    # --- state changes with revokes -------------------------------------------------------
+    @staticmethod
+    def split_revokes(reply) -> tuple[str, list[tuple[str, str]]]:
+        state, rest = reply[0], reply[1:]
+        return state, [(rest[k], rest[k + 1]) for k in range(0, len(rest), 2) if rest[k]]
+
+    def cancel_task(self, task_id, queued_msg, running_msg, force=False, grace=None,
+                    mode="user", token=""):
+        reply = self.call("cancel_task", [task_id, queued_msg, running_msg, int(bool(force)),
+                                          "" if grace is None else grace, mode, token])
+        return self.split_revokes(reply)
+
+    def cancel_job(self, job_id, queued_msg, running_msg, job_error, force=False, grace=None,
+                   graceful=False):
+        reply = self.call("cancel_job", [job_id, queued_msg, running_msg, job_error,
+                                         int(bool(force)), "" if grace is None else grace,
+                                         int(bool(graceful))])
+        return self.split_revokes(reply)
+
+    def requeue_task(self, task_id, running_msg):
+        return self.split_revokes(self.call("requeue_task", [task_id, running_msg]))
+
+    def requeue_job(self, job_id, running_msg):
+        return self.split_revokes(self.call("requeue_job", [job_id, running_msg]))
+
+    # --- dispatch and workers -------------------------------------------------------------
+    def dispatch(self, worker: str, want: int) -> list[tuple[str, str, str]]:
+        flat = self.call("dispatch", [worker, want])
+        return [tuple(flat[k:k + 3]) for k in range(0, len(flat), 3)]
+
+    def start(self, task_id, token, pid) -> tuple[bool, str, dict[str, str] | str]:
+        reply = self.call("start", [task_id, token, pid])
+        if reply[0] != "ok":
+            return False, "", reply[1]
+        flat = reply[2:]
+        return True, reply[1], dict(zip(flat[::2], flat[1::2]))
+
+    def finish(self, task_id, token, outcome, exit_code, error, output, cpu_user, cpu_sys,
+               max_rss, job_fail_msg, stopped_msg):
+        reply = self.call("finish", [task_id, token, outcome,
+                                     "" if exit_code is None else exit_code, error or "",
+                                     output or "", cpu_user, cpu_sys, max_rss,
+                                     job_fail_msg, stopped_msg])
+        if reply[0] != "ok":
+            return reply[1], []
+        return self.split_revokes(reply[1:])
+
+    def set_fields(self, task_id, **fields) -> None:
+        self._do(self.redis.hset, keys.task(task_id), mapping={k: str(v) for k, v in fields.items()})
+
+    def register_worker(self, name: str, slots: int, queue: str, info: dict) -> None:
+        import time
+        pipe = self.redis.pipeline()
+        pipe.hset(keys.worker(name), mapping={"slots": slots, "queue": queue,
+                                              "info": json.dumps(info), "started": time.time()})
+        pipe.zadd(keys.WORKERS, {name: time.time()})
+        self._do(pipe.execute)
+
+    def heartbeat(self, name: str) -> None:
+        import time
+        self._do(self.redis.zadd, keys.WORKERS, {name: time.time()})
+
+    def unregister_worker(self, name: str) -> None:
+        self._do(self.redis.zrem, keys.WORKERS, name)
+
+    def live_workers(self, since: float) -> list[tuple[str, int, int]]:
+        """(name, slots, busy) of every worker heard from since ``since``."""
+        names = self._do(self.redis.zrangebyscore, keys.WORKERS, since, "+inf")
+        pipe = self.redis.pipeline(transaction=False)
+        for n in names:
+            pipe.hget(keys.worker(n), "slots")
+            pipe.scard(keys.worker_tasks(n))
+        vals = self._do(pipe.execute)
+        return [(n, int(vals[2 * k] or 0), int(vals[2 * k + 1])) for k, n in enumerate(names)]
+
+    def worker_tasks(self, name: str) -> list[str]:
+        return sorted(self._do(self.redis.smembers, keys.worker_tasks(name)))
+
+    def queue_length(self) -> int:
+        return self._do(self.redis.zcard, keys.QUEUE)
+
+    def take_lease(self, owner: str, ttl: float) -> bool:
+        return bool(self.call("lease", [owner, int(ttl * 1000)]))
+
+    def due_jobs(self, now: float) -> list[int]:
+        return [int(j) for j in self._do(self.redis.zrangebyscore, keys.DEADLINES, 0, now)]
+
+    def wait_wakeup(self, timeout: float) -> None:
+        self._do(self.redis.blpop, [keys.WAKEUP], timeout)
