@@ -59,9 +59,9 @@ class Store:
         except redis.RedisError as exc:
             raise translate(exc) from None
 
-    def _do(self, fn, *args):
+    def _do(self, fn, *args, **kwargs):
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except redis.RedisError as exc:
             raise translate(exc) from None
 
@@ -160,6 +160,7 @@ class Store:
     def register_worker(self, name: str, slots: int, queue: str, info: dict) -> None:
         import time
         pipe = self.redis.pipeline()
+        pipe.delete(keys.worker(name))
         pipe.hset(keys.worker(name), mapping={"slots": slots, "queue": queue,
                                               "info": json.dumps(info), "started": time.time()})
         pipe.zadd(keys.WORKERS, {name: time.time()})
@@ -171,6 +172,13 @@ class Store:
 
     def unregister_worker(self, name: str) -> None:
         self._do(self.redis.zrem, keys.WORKERS, name)
+
+    def set_worker_stopping(self, name: str) -> None:
+        """Marks a worker shutting down, so its pool processes know a SIGTERM is not a cancel."""
+        self._do(self.redis.hset, keys.worker(name), "stopping", "1")
+
+    def worker_stopping(self, name: str) -> bool:
+        return self._do(self.redis.hget, keys.worker(name), "stopping") == "1"
 
     def live_workers(self, since: float) -> list[tuple[str, int, int]]:
         """(name, slots, busy) of every worker heard from since ``since``."""
@@ -190,6 +198,13 @@ class Store:
 
     def take_lease(self, owner: str, ttl: float) -> bool:
         return bool(self.call("lease", [owner, int(ttl * 1000)]))
+
+    def release_lease(self, owner: str) -> None:
+        if self._do(self.redis.get, keys.LEADER) == owner:
+            self._do(self.redis.delete, keys.LEADER)
+
+    def drop_deadline(self, job_id: int) -> None:
+        self._do(self.redis.zrem, keys.DEADLINES, job_id)
 
     def due_jobs(self, now: float) -> list[int]:
         return [int(j) for j in self._do(self.redis.zrangebyscore, keys.DEADLINES, 0, now)]

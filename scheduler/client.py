@@ -1,0 +1,276 @@
+"""The Python API, shaped like HPC Pack's IScheduler / ISchedulerJob / ISchedulerTask.
+
+Objects are thin views of Redis records: properties read what was last loaded, ``refresh()``
+reloads, and every operation is one atomic script in the store.  Cancels of running tasks are
+then published as Celery revokes; the call waits for the end state unless ``wait=False``."""
+
+from __future__ import annotations
+
+import getpass
+import time
+from typing import Callable, Iterator
+
+from . import sweep
+from .errors import InvalidState, NotFound, WaitTimeout
+from .ids import TaskId, parse_job_id
+from .model import JobSpec, Msg, Priority, TaskSpec, check_cancel_message, resolve_dependencies
+from .records import JobView, TaskView
+from .settings import Settings, get_settings
+from .states import JOB_END, TASK_END, JobState, TaskState
+from .store import Store
+from .transport import make_celery, parse_celery_id, publish_revokes
+
+#: Queue score bands: higher priority sorts first, then submission order.
+BAND = 1 << 45
+POLL = 0.05
+
+
+def _band(priority: Priority) -> int:
+    return (4 - int(priority)) * BAND
+
+
+class Scheduler:
+    """A connection to one hpcq cluster (its Redis)."""
+
+    def __init__(self, store: Store, settings: Settings):
+        self.store = store
+        self.settings = settings
+        self._celery = None
+
+    @classmethod
+    def connect(cls, url: str | None = None, **settings) -> "Scheduler":
+        cfg = get_settings(redis_url=url, **settings)
+        store = Store(cfg.redis_url)
+        store.ping()
+        return cls(store, cfg)
+
+    @property
+    def celery(self):
+        if self._celery is None:
+            self._celery = make_celery(self.settings.redis_url)
+        return self._celery
+
+    def publish(self, revokes) -> None:
+        if revokes:
+            publish_revokes(self.celery, revokes)
+
+    # --- jobs -----------------------------------------------------------------------------
+    def create_job(self, name: str = "", priority="Normal", fail_on_task_failure: bool = False,
+                   runtime: int | None = None) -> "Job":
+        spec = JobSpec(name=name, priority=priority, fail_on_task_failure=fail_on_task_failure,
+                       runtime=runtime, owner=getpass.getuser())
+        return self.get_job(self.store.create_job(spec.to_record()))
+
+    def submit_job(self, job: "Job | int") -> "Job":
+        job = self._job(job)
+        job.refresh()
+        if job.state != JobState.Configuring:
+            raise InvalidState(f"Only jobs in the Configuring state can be submitted; job {job.id} is {job.state}.")
+        specs = [t.spec() for t in job.get_task_list()]
+        if job.runtime:
+            for n, s in enumerate(specs, 1):
+                if s.runtime and s.runtime > job.runtime:
+                    from .errors import InvalidInput
+                    raise InvalidInput(f"task {job.id}.{n}'s runtime is greater than the job's runtime")
+        self.store.submit(job.id, _band(job.priority), resolve_dependencies(specs))
+        job.refresh()
+        return job
+
+    def get_job(self, job_id) -> "Job":
+        job_id = parse_job_id(job_id)
+        return Job(self, job_id, self.store.job(job_id))
+
+    def get_job_list(self, state=None, all: bool = True) -> list["Job"]:
+        ids = self.store.job_ids()
+        wanted = {JobState(s) for s in ([state] if isinstance(state, str) else state or [])}
+        jobs = [Job(self, j, rec) for j, rec in zip(ids, self.store.jobs(ids)) if rec]
+        return [j for j in jobs if not wanted or j.state in wanted]
+
+    def cancel_job(self, job_id, message: str | None = None, force: bool = False,
+                   graceful: bool = False, wait: bool = True, timeout: float | None = None,
+                   grace: float | None = None) -> "Job":
+        job = self.get_job(job_id)
+        message = check_cancel_message(message)
+        if force and graceful:
+            from .errors import InvalidInput
+            raise InvalidInput("a cancel cannot be both forced and graceful")
+        _, revokes = self.store.cancel_job(
+            job.id, Msg.canceled_by_user.format(message),
+            Msg.canceled_during_execution.format(message), message, force=force, grace=grace,
+            graceful=graceful)
+        self.publish(revokes)
+        if wait:
+            job.wait(timeout=self._cancel_timeout(timeout, grace) if not graceful else timeout)
+        return job.refresh()
+
+    def requeue_job(self, job_id, wait: bool = True, timeout: float | None = None) -> "Job":
+        job = self.get_job(job_id)
+        _, revokes = self.store.requeue_job(job.id, Msg.canceled_during_execution.format("Requeued."))
+        self.publish(revokes)
+        if wait:
+            self._wait_requeued(revokes, timeout)
+        return job.refresh()
+
+    # --- tasks ----------------------------------------------------------------------------
+    def get_task(self, task_id) -> "Task":
+        tid = TaskId.parse(task_id)
+        return Task(self, tid, self._task_record(tid))
+
+    def _task_record(self, tid: TaskId) -> dict:
+        if not tid.instance:
+            rec = self.store.task(tid)
+            if rec is None:
+                raise NotFound(f"task {tid} does not exist")
+            return rec
+        master = self.store.task(tid.master)
+        if master is None or "total" not in master or tid.instance > int(master["total"]):
+            raise NotFound(f"task {tid} does not exist")
+        rec = self.store.task(tid)
+        if rec is None:  # not dispatched yet: Queued, or Canceled if the master cut it off
+            cut = master.get("cut")
+            rec = {"state": "Canceled" if cut is not None and tid.instance > int(cut) else "Queued",
+                   "requeue_count": "0"}
+            if rec["state"] == "Canceled":
+                rec["error"] = master.get("error", "")
+        rec["_master"] = master
+        return rec
+
+    def cancel_task(self, task_id, message: str | None = None, force: bool = False,
+                    wait: bool = True, timeout: float | None = None,
+                    grace: float | None = None) -> "Task":
+        tid = TaskId.parse(task_id)
+        message = check_cancel_message(message)
+        self.get_job(tid.job)
+        _, revokes = self.store.cancel_task(
+            tid, Msg.canceled_by_user.format(message),
+            Msg.canceled_during_execution.format(message), force=force, grace=grace)
+        self.publish(revokes)
+        task = self.get_task(tid)
+        if wait:
+            self._wait(lambda: task.refresh().state in TASK_END, self._cancel_timeout(timeout, grace),
+                       f"task {tid} to stop")
+        return task
+
+    def requeue_task(self, task_id, wait: bool = True, timeout: float | None = None) -> "Task":
+        tid = TaskId.parse(task_id)
+        self.get_job(tid.job)
+        _, revokes = self.store.requeue_task(tid, Msg.canceled_during_execution.format("Requeued."))
+        self.publish(revokes)
+        if wait:
+            self._wait_requeued(revokes, timeout)
+        return self.get_task(tid)
+
+    # --- helpers --------------------------------------------------------------------------
+    def _wait_requeued(self, revokes, timeout) -> None:
+        """Until every stopped attempt is gone: its task has a newer attempt or is Queued."""
+        attempts = [parse_celery_id(cid) for cid, _ in revokes]
+        attempts = [a for a in attempts if a]
+
+        def gone(tid, token):
+            rec = self.store.task(tid) or {}
+            return rec.get("token") != token or rec.get("state") == TaskState.Queued
+        self._wait(lambda: all(gone(*a) for a in attempts), self._cancel_timeout(timeout, None),
+                   "the requeued tasks to stop")
+
+    def _job(self, job) -> "Job":
+        return job if isinstance(job, Job) else self.get_job(job)
+
+    def _cancel_timeout(self, timeout, grace) -> float:
+        if timeout is not None:
+            return timeout
+        return (grace if grace is not None else self.settings.task_cancel_grace_period) + 60
+
+    @staticmethod
+    def _wait(predicate: Callable[[], bool], timeout: float | None, what: str) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not predicate():
+            if deadline is not None and time.monotonic() > deadline:
+                raise WaitTimeout(f"timed out waiting for {what}")
+            time.sleep(POLL)
+
+
+class Job(JobView):
+    """ISchedulerJob: a job's properties and the operations on it."""
+
+    def __init__(self, scheduler: Scheduler, job_id: int, record: dict):
+        super().__init__(job_id, record)
+        self.scheduler = scheduler
+
+    def refresh(self) -> "Job":
+        self.record = self.scheduler.store.job(self.id)
+        return self
+
+    def add_task(self, command: str, name: str = "", sweep=None, **fields) -> "Task":
+        spec = TaskSpec(command=command, name=name, sweep=sweep, **fields)
+        number = self.scheduler.store.add_task(self.id, spec.to_record())
+        return self.get_task(f"{self.id}.{number}")
+
+    def submit(self) -> "Job":
+        return self.scheduler.submit_job(self)
+
+    def get_task(self, task_id) -> "Task":
+        tid = TaskId.parse(task_id if "." in str(task_id) else f"{self.id}.{task_id}")
+        if tid.job != self.id:
+            raise NotFound(f"task {tid} is not a task of job {self.id}")
+        return self.scheduler.get_task(tid)
+
+    def get_task_id_list(self, expand: bool = False) -> list[str]:
+        return [str(t.id) for t in self.iter_tasks(expand=expand)]
+
+    def get_task_list(self, expand: bool = False, state=None) -> list["Task"]:
+        wanted = {TaskState(s) for s in ([state] if isinstance(state, str) else state or [])}
+        return [t for t in self.iter_tasks(expand) if not wanted or t.state in wanted]
+
+    def iter_tasks(self, expand: bool = False) -> Iterator["Task"]:
+        n = int(self.refresh().record.get("ntasks", 0))
+        tids = [TaskId(self.id, t) for t in range(1, n + 1)]
+        for tid, rec in zip(tids, self.scheduler.store.tasks(tids)):
+            task = Task(self.scheduler, tid, rec)
+            if not (expand and task.is_sweep):
+                yield task
+                continue
+            for first in range(1, task.instances + 1, 1000):
+                ids = [TaskId(tid.job, tid.task, i) for i in range(first, min(first + 1000, task.instances + 1))]
+                for iid in ids:
+                    yield self.scheduler.get_task(iid)
+
+    def cancel_task(self, task_id, message=None, force=False, **kw) -> "Task":
+        return self.scheduler.cancel_task(self.get_task(task_id).id, message, force, **kw)
+
+    def requeue_task(self, task_id, **kw) -> "Task":
+        return self.scheduler.requeue_task(self.get_task(task_id).id, **kw)
+
+    def cancel(self, message=None, force=False, graceful=False, **kw) -> "Job":
+        return self.scheduler.cancel_job(self.id, message, force, graceful, **kw)
+
+    def requeue(self, **kw) -> "Job":
+        return self.scheduler.requeue_job(self.id, **kw)
+
+    def wait(self, timeout: float | None = None,
+             on_progress: Callable[["Job"], None] | None = None) -> JobState:
+        """Block until the job is Finished, Failed or Canceled; return that state."""
+        def done():
+            self.refresh()
+            if on_progress:
+                on_progress(self)
+            return self.state in JOB_END and self.state != JobState.Configuring
+        Scheduler._wait(done, timeout, f"job {self.id}")
+        return self.state
+
+
+class Task(TaskView):
+    """ISchedulerTask: a task, a sweep master or one sweep instance."""
+
+    def __init__(self, scheduler: Scheduler, task_id: TaskId, record: dict):
+        super().__init__(task_id, record)
+        self.scheduler = scheduler
+
+    def refresh(self) -> "Task":
+        self.record = self.scheduler._task_record(self.id)
+        return self
+
+    def cancel(self, message=None, force=False, **kw) -> "Task":
+        return self.scheduler.cancel_task(self.id, message, force, **kw)
+
+    def requeue(self, **kw) -> "Task":
+        return self.scheduler.requeue_task(self.id, **kw)

@@ -1,0 +1,150 @@
+"""Read-only views of job and task records: typed properties and the JSON shape the CLI prints.
+
+Kept apart from the operations (client.py) so the CLI and tests can render any record."""
+
+from __future__ import annotations
+
+import json
+
+from . import sweep
+from .ids import TaskId
+from .model import Priority, TaskSpec
+from .states import JobState, TaskState
+
+
+def _f(v):
+    return None if v in (None, "") else float(v)
+
+
+def _i(v):
+    return None if v in (None, "") else int(v)
+
+
+class JobView:
+    def __init__(self, job_id: int, record: dict):
+        self.id = job_id
+        self.record = record
+
+    name = property(lambda self: self.record.get("name", ""))
+    owner = property(lambda self: self.record.get("owner", ""))
+    state = property(lambda self: JobState(self.record["state"]))
+    priority = property(lambda self: Priority[self.record.get("priority", "Normal")])
+    fail_on_task_failure = property(lambda self: self.record.get("fail_on_task_failure") == "1")
+    runtime = property(lambda self: _i(self.record.get("runtime")))
+    error_message = property(lambda self: self.record.get("error", ""))
+    create_time = property(lambda self: _f(self.record.get("create_time")))
+    submit_time = property(lambda self: _f(self.record.get("submit_time")))
+    start_time = property(lambda self: _f(self.record.get("start_time")))
+    end_time = property(lambda self: _f(self.record.get("end_time")))
+    requeue_count = property(lambda self: int(self.record.get("requeue_count") or 0))
+    task_count = property(lambda self: int(self.record.get("ntasks") or 0))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Tasks (sweep masters counted once) per state."""
+        return {s.value: int(self.record.get(f"c:{s.value}") or 0) for s in TaskState
+                if int(self.record.get(f"c:{s.value}") or 0)}
+
+    def to_dict(self) -> dict:
+        return {
+            "id": str(self.id), "name": self.name, "owner": self.owner, "state": self.state.value,
+            "priority": self.priority.name, "fail_on_task_failure": self.fail_on_task_failure,
+            "runtime": self.runtime, "error_message": self.error_message,
+            "create_time": self.create_time, "submit_time": self.submit_time,
+            "start_time": self.start_time, "end_time": self.end_time,
+            "requeue_count": self.requeue_count, "task_count": self.task_count,
+            "counts": self.counts,
+        }
+
+
+class TaskView:
+    """A task, a sweep master, or one sweep instance (whose spec comes from its master)."""
+
+    def __init__(self, task_id: TaskId, record: dict):
+        self.id = task_id
+        self.record = record
+
+    @property
+    def _spec(self) -> dict:
+        return self.record.get("_master", self.record)
+
+    @property
+    def _value(self) -> int | None:
+        if not self.id.instance:
+            return None
+        m = self._spec
+        return sweep.value(int(m["start"]), int(m["step"]), self.id.instance)
+
+    def _sub(self, field: str):
+        v = self._spec.get(field)
+        return sweep.substitute(v, self._value) if self._value is not None and v is not None else v
+
+    name = property(lambda self: self._sub("name") or "")
+    command = property(lambda self: self._sub("command"))
+    stdin = property(lambda self: self._sub("stdin"))
+    stdout = property(lambda self: self._sub("stdout"))
+    stderr = property(lambda self: self._sub("stderr"))
+    work_dir = property(lambda self: self._spec.get("work_dir"))
+    env = property(lambda self: json.loads(self._spec.get("env") or "{}"))
+    runtime = property(lambda self: _i(self._spec.get("runtime")))
+    depends_on = property(lambda self: [d for d in self._spec.get("depends_on", "").split(",") if d])
+    is_rerunnable = property(lambda self: self._spec.get("rerunnable", "1") == "1")
+    is_sweep = property(lambda self: "total" in self.record)
+    instances = property(lambda self: int(self.record.get("total") or 0))
+    state = property(lambda self: TaskState(self.record["state"]))
+    exit_code = property(lambda self: _i(self.record.get("exit_code")))
+    output = property(lambda self: self.record.get("output", ""))
+    error_message = property(lambda self: self.record.get("error", ""))
+    submit_time = property(lambda self: _f(self.record.get("submit_time") or self._spec.get("submit_time")))
+    start_time = property(lambda self: _f(self.record.get("start_time")))
+    end_time = property(lambda self: _f(self.record.get("end_time")))
+    node = property(lambda self: self.record.get("node"))
+    pid = property(lambda self: _i(self.record.get("pid")))
+    cpu_user = property(lambda self: _f(self.record.get("cpu_user")))
+    cpu_kernel = property(lambda self: _f(self.record.get("cpu_sys")))
+    peak_memory = property(lambda self: _i(self.record.get("max_rss")))
+    requeue_count = property(lambda self: int(self.record.get("requeue_count") or 0))
+    auto_requeue_count = property(lambda self: int(self.record.get("auto_requeue_count") or 0))
+    token = property(lambda self: self.record.get("token"))
+    celery_id = property(lambda self: self.record.get("celery_id"))
+
+    @property
+    def sweep(self) -> tuple[int, int, int] | None:
+        if not self.is_sweep:
+            return None
+        return int(self.record["start"]), int(self.record["end"]), int(self.record["step"])
+
+    @property
+    def instance_counts(self) -> dict[str, int]:
+        """Instances per state; those not yet dispatched count as Queued (or Canceled if cut)."""
+        if not self.is_sweep:
+            return {}
+        counts = {s.value: int(self.record.get(f"i:{s.value}") or 0) for s in TaskState}
+        counts["Queued"] += self.instances - int(self.record.get("next") or 0)
+        return {k: v for k, v in counts.items() if v}
+
+    def spec(self) -> TaskSpec:
+        return TaskSpec(command=self.command, name=self.name, work_dir=self.work_dir,
+                        env=self.env, stdin=self.stdin, stdout=self.stdout, stderr=self.stderr,
+                        runtime=self.runtime, depends_on=self.depends_on,
+                        is_rerunnable=self.is_rerunnable, sweep=self.sweep)
+
+    def to_dict(self) -> dict:
+        d = {
+            "id": str(self.id), "name": self.name, "state": self.state.value,
+            "command": self.command, "work_dir": self.work_dir, "env": self.env,
+            "stdin": self.stdin, "stdout": self.stdout, "stderr": self.stderr,
+            "runtime": self.runtime, "depends_on": self.depends_on,
+            "is_rerunnable": self.is_rerunnable, "exit_code": self.exit_code,
+            "output": self.output, "error_message": self.error_message,
+            "submit_time": self.submit_time, "start_time": self.start_time,
+            "end_time": self.end_time, "node": self.node, "pid": self.pid,
+            "cpu_user": self.cpu_user, "cpu_kernel": self.cpu_kernel,
+            "peak_memory": self.peak_memory, "requeue_count": self.requeue_count,
+            "auto_requeue_count": self.auto_requeue_count,
+        }
+        if self.is_sweep:
+            d["sweep"] = list(self.sweep)
+            d["instances"] = self.instances
+            d["instance_counts"] = self.instance_counts
+        return d

@@ -1,0 +1,56 @@
+"""Celery as hpcq's transport: the one place that configures it, for the dispatcher and API
+(which send attempts and revokes) and for the worker (which adds the task that runs them).
+
+Redis stays the system of record; a Celery message only says "run attempt <token> of task
+<id>", and a revoke only asks the worker to stop what hpcq already recorded."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from . import keys
+
+RUN_TASK = "hpcq.run"
+
+
+def make_celery(redis_url: str) -> Celery:
+    app = Celery("hpcq", broker=redis_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_backend=None,
+        task_ignore_result=True,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": 24 * 3600},
+        task_create_missing_queues=True,
+    )
+    return app
+
+
+def send_attempt(app: Celery, worker: str, task_id: str, token: str, celery_id: str) -> None:
+    queue = keys.worker_queue(worker)
+    app.send_task(RUN_TASK, args=[task_id, token], task_id=celery_id, queue=queue,
+                  routing_key=queue)
+
+
+def parse_celery_id(celery_id: str) -> tuple[str, str] | None:
+    """``hpcq-J.T[.I]-TOKEN`` -> (task id, token); None for an id hpcq did not make."""
+    if not celery_id or not celery_id.startswith("hpcq-"):
+        return None
+    tid, _, token = celery_id[5:].rpartition("-")
+    return (tid, token) if tid and token.isdigit() else None
+
+
+def publish_revokes(app: Celery, revokes: list[tuple[str, str]]) -> None:
+    """One broadcast per kind: 'terminate' for running attempts, 'discard' for sent ones."""
+    terminate = [cid for cid, mode in revokes if mode == "terminate"]
+    discard = [cid for cid, mode in revokes if mode == "discard"]
+    if terminate:
+        app.control.revoke(terminate, terminate=True, signal="SIGTERM")
+    if discard:
+        app.control.revoke(discard)

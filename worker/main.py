@@ -1,0 +1,27 @@
+"""``hpcq worker``: a Celery worker with hpcq's fixed options (prefork, one task per pool
+process, prefetch 1, JSON only, task events on), consuming only its own queue."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+from scheduler import keys
+from scheduler.settings import Settings
+
+
+def celery_argv(concurrency: int, hostname: str) -> list[str]:
+    return ["worker", "--pool", "prefork", "--concurrency", str(concurrency),
+            "--hostname", hostname, "--queues", keys.worker_queue(hostname),
+            "--prefetch-multiplier", "1", "--task-events", "--without-gossip",
+            "--loglevel", os.environ.get("HPCQ_LOG_LEVEL", "INFO")]
+
+
+def run_worker(settings: Settings, concurrency: int | None = None, hostname: str | None = None) -> None:
+    os.environ["HPCQ_REDIS_URL"] = settings.redis_url
+    concurrency = concurrency or os.cpu_count() or 2
+    hostname = hostname or f"worker@{socket.gethostname()}"
+    from .app import app  # after HPCQ_REDIS_URL is set: the app reads it at import
+    app.worker_main(celery_argv(concurrency, hostname))
+    sys.exit(0)

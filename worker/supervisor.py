@@ -1,0 +1,119 @@
+"""Holding a command's whole process tree: start it in its own session, wait for it, and stop
+every process of it (SIGTERM, grace, SIGKILL) including ones that double-forked into a session of
+their own.
+
+The pool process is made a child subreaper (Linux prctl), so an orphaned descendant is
+reparented to it rather than to init: "the task's processes" are then simply every descendant of
+the pool process, which psutil lists."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import time
+
+import psutil
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def become_subreaper() -> None:
+    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _child_setup() -> None:
+    """In the forked child before exec: unblock signals the pool blocked around the start
+    check, and die with the pool process if it is killed outright."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def descendants(keep: int | None = None) -> list[psutil.Process]:
+    """Every live process below this one.  Zombies are reaped on the way, except ``keep`` (the
+    command's main process, whose exit status the supervisor collects itself)."""
+    alive = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() == psutil.STATUS_ZOMBIE:
+                if p.pid != keep:
+                    reap(p.pid)
+            else:
+                alive.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def signal_tree(pgid: int | None, sig: int, keep: int | None = None) -> int:
+    """Send ``sig`` to the command's process group and to every descendant; return how many
+    processes were still alive."""
+    if pgid:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    procs = descendants(keep)
+    for p in procs:
+        try:
+            p.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
+    return len(procs)
+
+
+def kill_all(pgid: int | None, keep: int | None = None, deadline: float = 5.0) -> None:
+    """SIGKILL until nothing of the tree is left (a process may fork while we kill)."""
+    end = time.monotonic() + deadline
+    while signal_tree(pgid, signal.SIGKILL, keep) and time.monotonic() < end:
+        time.sleep(0.01)
+
+
+class Waiter:
+    """Wakes on the command's exit (a pidfd) or on a nudge from a signal handler (a pipe)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.pidfd = os.pidfd_open(pid)
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.r, False)
+        os.set_blocking(self.w, False)
+
+    def nudge(self) -> None:
+        try:
+            os.write(self.w, b"x")
+        except OSError:
+            pass
+
+    def wait(self, timeout: float, exited: bool = False) -> tuple[bool, bool]:
+        """(command exited, nudged) after at most ``timeout`` seconds."""
+        fds = [self.r] if exited else [self.pidfd, self.r]
+        try:
+            ready, _, _ = select.select(fds, [], [], max(0.0, timeout))
+        except InterruptedError:
+            ready = []
+        nudged = self.r in ready
+        if nudged:
+            try:
+                while os.read(self.r, 64):
+                    pass
+            except BlockingIOError:
+                pass
+        return self.pidfd in ready, nudged
+
+    def close(self) -> None:
+        for fd in (self.pidfd, self.r, self.w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
