@@ -120,7 +120,9 @@ class TaskView:
         if not self.is_sweep:
             return {}
         counts = {s.value: int(self.record.get(f"i:{s.value}") or 0) for s in TaskState}
-        counts["Queued"] += self.instances - int(self.record.get("next") or 0)
+        if "cut" not in self.record:  # a cancel's cut makes the rest Canceled (counted already)
+            counts["Queued"] += (self.instances - int(self.record.get("next") or 0)
+                                 - int(self.record.get("pre") or 0))
         return {k: v for k, v in counts.items() if v}
 
     def spec(self) -> TaskSpec:

@@ -59,7 +59,9 @@ TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     # Running -> Queued: a rerunnable task whose worker was lost (or a requeued sweep master).
     T.Running: frozenset({T.Finishing, T.Finished, T.Failed, T.Canceling, T.Queued}),
     T.Finishing: frozenset({T.Finished, T.Failed}),
-    T.Finished: frozenset(),
+    # Only a sweep master: one of its canceled instances was requeued (REQUEUE_TASK_FROM still
+    # refuses requeuing a Finished task itself).
+    T.Finished: frozenset({T.Queued}),
     # A task stopped while Canceling always ends Failed; a sweep master ends Canceled.
     T.Canceling: frozenset({T.Failed, T.Canceled}),
     T.Failed: frozenset({T.Queued}),

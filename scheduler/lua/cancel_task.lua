@@ -7,11 +7,24 @@ local tk = k_task(id)
 local st = redis.call('HGET', tk, 'state')
 local j, t, i = split_id(id)
 if not st and i then
-  -- An instance never dispatched has no record: it is Queued, or Canceled if its master was cut.
+  -- An instance never dispatched has no record yet: it is Queued, or Canceled if its master's
+  -- cancel cut it off.  Canceling it creates its record as Canceled; dispatch skips it.
   local m = j .. '.' .. t
-  local v = redis.call('HMGET', k_task(m), 'total', 'cut', 'state')
+  local mk = k_task(m)
+  local v = redis.call('HMGET', mk, 'total', 'cut', 'state', 'next')
   if v[1] and tonumber(i) <= num(v[1]) then
-    fail('STATE', 'Sweep instance ' .. id .. ' has not been dispatched yet; cancel its master ' .. m .. ' to cancel the instances not yet started.')
+    if v[2] or TASK_END[v[3]] or v[3] == 'Canceling' then
+      fail('STATE', 'Tasks in the Canceled state cannot be canceled.')
+    end
+    if mode == 'revoke' then return {'Queued'} end
+    local ts = now()
+    redis.call('HSET', tk, 'state', 'Canceled', 'changed', ts, 'error', qmsg, 'requeue_count', 0)
+    if mode == 'user' then redis.call('HSET', tk, 'explicit', '1') end
+    redis.call('HINCRBY', mk, 'i:Canceled', 1)
+    redis.call('HINCRBY', mk, 'pre', 1)
+    emit('task', id, 'Canceled')
+    unit_ended(id, 'Canceled', ts)
+    return {'Canceled'}
   end
 end
 if not st then fail('NOTFOUND', 'task ' .. id .. ' does not exist') end

@@ -22,8 +22,16 @@ while #out < want * 3 do
       task_move(unit, 'Queued', 'Dispatching', ts)
     else
       local v = redis.call('HMGET', tk, 'next', 'total')
-      if num(v[1]) < num(v[2]) then
-        i = redis.call('HINCRBY', tk, 'next', 1)
+      local nxt, total = num(v[1]), num(v[2])
+      while not i and nxt < total do
+        nxt = redis.call('HINCRBY', tk, 'next', 1)
+        if redis.call('EXISTS', k_task(id .. '.' .. nxt)) == 1 then
+          redis.call('HINCRBY', tk, 'pre', -1)   -- canceled (or requeued) before its turn
+        else
+          i = nxt
+        end
+      end
+      if i then
         unit = id .. '.' .. i
         redis.call('HSET', k_task(unit), 'state', 'Dispatching', 'changed', ts, 'requeue_count', 0)
         redis.call('HINCRBY', tk, 'i:Dispatching', 1)

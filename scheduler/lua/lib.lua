@@ -198,7 +198,7 @@ local function place_queued(id, ts)
     redis.call('SREM', k_ended(m), i)
     redis.call('LPUSH', k_redo(m), i)
     local mst = redis.call('HGET', k_task(m), 'state')
-    if mst == 'Failed' or mst == 'Canceled' then
+    if TASK_END[mst] then
       task_move(m, mst, 'Queued', ts)
       redis.call('HDEL', k_task(m), 'end_time', 'error', 'explicit')
     end
@@ -262,9 +262,9 @@ local function cancel_master(m, ts, qmsg, rmsg, force, grace, explicit, graceful
     task_move(m, st, 'Canceling', ts)
     redis.call('HSET', mk, 'error', qmsg)
     if explicit == '1' then redis.call('HSET', mk, 'explicit', '1') end
-    local v = redis.call('HMGET', mk, 'total', 'next')
-    local rest = num(v[1]) - num(v[2])
-    if rest > 0 then
+    local v = redis.call('HMGET', mk, 'total', 'next', 'pre')
+    local rest = num(v[1]) - num(v[2]) - num(v[3])
+    if num(v[1]) > num(v[2]) then
       redis.call('HSET', mk, 'cut', num(v[2]), 'next', v[1])
       redis.call('HINCRBY', mk, 'i:Canceled', rest)
     end
@@ -314,9 +314,9 @@ end
 local function requeue_master(m, st, ts)
   local mk = k_task(m)
   local n = 0
-  local v = redis.call('HMGET', mk, 'total', 'cut')
+  local v = redis.call('HMGET', mk, 'total', 'cut', 'pre')
   if v[2] then
-    local rest = num(v[1]) - num(v[2])
+    local rest = num(v[1]) - num(v[2]) - num(v[3])
     redis.call('HSET', mk, 'next', v[2])
     redis.call('HDEL', mk, 'cut')
     redis.call('HINCRBY', mk, 'i:Canceled', -rest)

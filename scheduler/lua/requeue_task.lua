@@ -5,8 +5,12 @@ local id, rmsg = ARGV[1], ARGV[2]
 local tk = k_task(id)
 local st = redis.call('HGET', tk, 'state')
 local j, t, i = split_id(id)
-if not st and i and redis.call('EXISTS', k_task(j .. '.' .. t)) == 1 then
-  fail('STATE', 'Sweep instance ' .. id .. ' has not been dispatched yet; requeue its master ' .. j .. '.' .. t .. '.')
+if not st and i then
+  local v = redis.call('HMGET', k_task(j .. '.' .. t), 'total', 'cut')
+  if v[1] and tonumber(i) <= num(v[1]) then
+    if not v[2] then return {'Queued'} end   -- not dispatched yet: already queued
+    fail('STATE', 'Sweep instance ' .. id .. ' was canceled with its master; requeue the master ' .. j .. '.' .. t .. '.')
+  end
 end
 if not st then fail('NOTFOUND', 'task ' .. id .. ' does not exist') end
 local spec = i and k_task(j .. '.' .. t) or tk
