@@ -128,3 +128,18 @@ def lua_preamble() -> str:
         f"local TASK_STATES = {json.dumps([s.value for s in TaskState])}".replace("[", "{").replace("]", "}"),
         "",
     ])
+
+
+def markdown() -> str:
+    """The transition tables as the README shows them (``python -m scheduler.states``)."""
+    lines = []
+    for title, table in (("Task", TASK_TRANSITIONS), ("Job", JOB_TRANSITIONS)):
+        lines += [f"| {title} state | may become |", "|---|---|"]
+        lines += [f"| {src.value} | {', '.join(sorted(d.value for d in dst)) or '(final)'} |"
+                  for src, dst in table.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown())
