@@ -1,0 +1,74 @@
+"""``hpcq``: the command line, shaped like HPC Pack's ``job`` and ``task`` commands.
+
+Every failure the user can cause is one line on stderr, ``error: <message>``, and an exit code:
+2 for bad usage or a malformed id, 1 for a refused operation, an unknown id or an unreachable
+Redis, 3 for a wait that timed out."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import HpcqError, RedisUnavailable
+from . import common
+from .common import redis_option
+from .daemons import scheduler_cmd, up_cmd, worker_cmd
+from .jobs import job_group
+from .render import fail
+from .tasks import task_group
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@redis_option
+@click.version_option(package_name="hpcq", prog_name="hpcq")
+def cli():
+    """hpcq: HPC Pack's jobs and tasks on Redis and Celery.
+
+    \b
+    hpcq up                                  # a local cluster; export the URL it prints
+    hpcq job submit -- echo hello            # a one-task job; prints its id
+    hpcq job new; hpcq job add 1 -- cmd; hpcq job submit 1
+    hpcq job wait 1; hpcq job listtasks 1; hpcq task view 1.1
+    """
+
+
+for command in (job_group, task_group, scheduler_cmd, worker_cmd, up_cmd):
+    cli.add_command(command)
+
+
+def _unreachable(exc: BaseException) -> str:
+    url = common.current.get("redis_url")
+    where = f" at {url}" if url else ""
+    return f"cannot reach Redis{where}: {exc}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script ``hpcq`` (and ``python -m scheduler.cli``)."""
+    import redis
+    try:
+        from kombu.exceptions import OperationalError
+    except ImportError:  # pragma: no cover
+        OperationalError = ()
+    try:
+        rv = cli.main(args=argv, prog_name="hpcq", standalone_mode=False)
+    except RedisUnavailable as exc:
+        fail(_unreachable(str(exc).removeprefix("cannot reach Redis: ")), exc.exit_code)
+    except HpcqError as exc:
+        fail(str(exc) or type(exc).__name__, exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        hint = ""
+        ctx = getattr(exc, "ctx", None)
+        if isinstance(exc, click.UsageError) and ctx is not None:
+            hint = f" (see '{ctx.command_path} --help')"
+        fail(exc.format_message().rstrip(".") + hint, exc.exit_code)
+    except (redis.ConnectionError, redis.TimeoutError, OperationalError) as exc:
+        fail(_unreachable(exc), 1)
+    except redis.RedisError as exc:
+        fail(f"Redis error: {exc}", 1)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,114 @@
+"""What every command shares: ``--redis``, ``--json``, the connection, and parsing of ids,
+states, sweeps and ``K=V`` pairs into what the API takes."""
+
+from __future__ import annotations
+
+import re
+
+import click
+
+from ..client import Scheduler
+from ..errors import InvalidInput
+from ..settings import Settings, get_settings
+from ..states import JobState, TaskState
+
+#: The URL the current invocation uses, for the error handler (set by ``--redis``).
+current = {"redis_url": None}
+
+
+def _set_redis(ctx: click.Context, param, value):
+    if value:
+        ctx.meta["hpcq.redis"] = value
+        current["redis_url"] = value
+    return value
+
+
+def redis_option(f):
+    return click.option("--redis", "redis_url", metavar="URL", expose_value=False,
+                        callback=_set_redis, is_eager=True,
+                        help="Redis of the cluster [default: $HPCQ_REDIS_URL]")(f)
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print one JSON document instead of text.")(f)
+
+
+def settings() -> Settings:
+    ctx = click.get_current_context()
+    cfg = get_settings(redis_url=ctx.meta.get("hpcq.redis"))
+    current["redis_url"] = cfg.redis_url
+    check_url(cfg.redis_url)
+    return cfg
+
+
+def connect() -> Scheduler:
+    return Scheduler.connect(settings().redis_url)
+
+
+def check_url(url: str) -> None:
+    """A malformed URL is bad usage, not an unreachable Redis."""
+    from redis.connection import parse_url
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid Redis URL {url!r}: {exc}") from None
+
+
+def parse_states(text: str | None, enum) -> set | None:
+    """``Running,queued`` -> {Running, Queued}; ``All`` -> None (no filter)."""
+    if not text:
+        return None
+    wanted = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if part.lower() == "all":
+            return None
+        match = [s for s in enum if s.value.lower() == part.lower()]
+        if not match:
+            raise InvalidInput(f"invalid state {part!r}: one of {', '.join(s.value for s in enum)}")
+        wanted.add(match[0])
+    return wanted or None
+
+
+def parse_job_states(text):
+    return parse_states(text, JobState)
+
+
+def parse_task_states(text):
+    return parse_states(text, TaskState)
+
+
+_SWEEP = re.compile(r"^\s*(-?\d+)\s*-\s*(-?\d+)\s*(?::\s*(\d+)\s*)?$")
+
+
+def parse_sweep(text: str | None) -> tuple[int, int, int] | None:
+    """``START-END[:STEP]`` (HPC Pack's /parametric index specification)."""
+    if text is None:
+        return None
+    m = _SWEEP.match(text)
+    if not m:
+        raise InvalidInput(f"invalid sweep {text!r}: expected START-END[:STEP], e.g. 1-100:2")
+    return int(m[1]), int(m[2]), int(m[3] or 1)
+
+
+def parse_env(pairs) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise InvalidInput(f"invalid --env {pair!r}: expected NAME=VALUE")
+        env[name] = value
+    return env
+
+
+def parse_depends(text: str | None) -> list[str]:
+    return [d.strip() for d in (text or "").split(",") if d.strip()]
+
+
+def join_command(words) -> str:
+    """COMMAND words as one ``/bin/sh -c`` string: joined with spaces, not quoted, so that
+    ``hpcq job add 1 -- echo *`` globs like HPC Pack's command line; one word is kept verbatim."""
+    return " ".join(words)

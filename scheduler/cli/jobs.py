@@ -1,0 +1,293 @@
+"""``hpcq job ...``: HPC Pack's ``job`` command (new, add, submit, view, list, listtasks, wait,
+cancel, requeue)."""
+
+from __future__ import annotations
+
+import getpass
+import re
+
+import click
+
+from ..errors import HpcqError, InvalidInput
+from ..model import TaskSpec, resolve_dependencies
+from ..states import JobState
+from . import common, render
+from .common import json_option, redis_option
+from .progress import wait_for_job
+from .sweeps import iter_job_tasks
+
+JOB_NEW_OPTIONS = ("name", "priority", "fail_on_task_failure", "runtime")
+TASK_OPTIONS = ("task_name", "workdir", "env", "stdin", "stdout", "stderr", "task_runtime",
+                "depends_on", "no_rerunnable", "sweep")
+
+
+def job_new_options(f):
+    for opt in reversed([
+        click.option("--name", default="", help="Job name."),
+        click.option("--priority", default="Normal", show_default=True,
+                     help="Lowest, BelowNormal, Normal, AboveNormal or Highest."),
+        click.option("--fail-on-task-failure", is_flag=True,
+                     help="Fail the job and cancel its other tasks when a task fails."),
+        click.option("--runtime", type=click.IntRange(min=1), metavar="S",
+                     help="Job run time limit in seconds."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def task_options(f, name_flag: str = "--name", runtime_flag: str = "--runtime"):
+    for opt in reversed([
+        click.option(name_flag, "task_name", default="", help="Task name."),
+        click.option("--workdir", metavar="DIR", help="Working directory of the command."),
+        click.option("--env", multiple=True, metavar="K=V", help="Environment variable (repeatable)."),
+        click.option("--stdin", metavar="FILE", help="File to read standard input from."),
+        click.option("--stdout", metavar="FILE", help="File to write standard output to."),
+        click.option("--stderr", metavar="FILE", help="File to write standard error to."),
+        click.option(runtime_flag, "task_runtime", type=click.IntRange(min=1), metavar="S",
+                     help="Task run time limit in seconds."),
+        click.option("--depends-on", metavar="A,B", help="Names of tasks this task waits for."),
+        click.option("--no-rerunnable", is_flag=True, help="Refuse requeues of this task."),
+        click.option("--sweep", metavar="START-END[:STEP]", help="Make a parametric sweep task."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def submit_task_options(f):
+    """The task options of ``job submit``: --name and --runtime there are the job's."""
+    return task_options(f, name_flag="--task-name", runtime_flag="--task-runtime")
+
+
+def build_spec(words, kw) -> TaskSpec:
+    """A validated task spec from the COMMAND words and the task options."""
+    if not words:
+        raise click.UsageError("missing COMMAND (put it after --)")
+    return TaskSpec(command=common.join_command(words), name=kw["task_name"], work_dir=kw["workdir"],
+                    env=common.parse_env(kw["env"]), stdin=kw["stdin"], stdout=kw["stdout"],
+                    stderr=kw["stderr"], runtime=kw["task_runtime"],
+                    depends_on=common.parse_depends(kw["depends_on"]),
+                    is_rerunnable=not kw["no_rerunnable"], sweep=common.parse_sweep(kw["sweep"]))
+
+
+def add_spec(job, spec: TaskSpec):
+    return job.add_task(command=spec.command, name=spec.name, sweep=spec.sweep,
+                        work_dir=spec.work_dir, env=spec.env, stdin=spec.stdin,
+                        stdout=spec.stdout, stderr=spec.stderr, runtime=spec.runtime,
+                        depends_on=spec.depends_on, is_rerunnable=spec.is_rerunnable)
+
+
+def print_id(obj_id, as_json: bool, **extra) -> None:
+    if as_json:
+        render.emit_json({"id": str(obj_id), **extra})
+    else:
+        click.echo(str(obj_id))
+
+
+@click.group("job")
+@redis_option
+def job_group():
+    """Create, submit, view and control jobs (HPC Pack's `job` command)."""
+
+
+@job_group.command("new")
+@job_new_options
+@redis_option
+@json_option
+def job_new(name, priority, fail_on_task_failure, runtime, as_json):
+    """Create a job in the Configuring state and print its id."""
+    s = common.connect()
+    job = s.create_job(name=name, priority=priority, fail_on_task_failure=fail_on_task_failure,
+                       runtime=runtime)
+    print_id(job.id, as_json)
+
+
+@job_group.command("add")
+@click.argument("job")
+@task_options
+@click.argument("command", nargs=-1, required=True)
+@redis_option
+@json_option
+def job_add(job, command, as_json, **kw):
+    """Add a task to a job in Configuring; print the task id.
+
+    \b
+    hpcq job add 1 --name prep -- ./prep.sh
+    hpcq job add 1 --sweep 1-100 --depends-on prep -- render frame_*** > out_***.txt
+    """
+    spec = build_spec(command, kw)
+    s = common.connect()
+    task = add_spec(s.get_job(job), spec)
+    print_id(task.id, as_json)
+
+
+class _DashDashCommand(click.Command):
+    """Keeps the words after the first ``--`` apart, so ``submit -- 5`` runs the command 5
+    while ``submit 5`` submits job 5."""
+
+    def parse_args(self, ctx, args):
+        if "--" in args:
+            i = args.index("--")
+            ctx.meta["hpcq.command"] = list(args[i + 1:])
+            args = args[:i]
+        else:
+            ctx.meta["hpcq.command"] = None
+        return super().parse_args(ctx, args)
+
+
+_JOB_ID_LIKE = re.compile(r"^\s*\d+\s*$")
+
+
+@job_group.command("submit", cls=_DashDashCommand)
+@job_new_options
+@submit_task_options
+@click.argument("words", nargs=-1)
+@redis_option
+@json_option
+def job_submit(words, as_json, name, priority, fail_on_task_failure, runtime, **kw):
+    """Submit job JOB, or create, fill and submit a one-task job running COMMAND.
+
+    \b
+    hpcq job submit 3
+    hpcq job submit --name hello --stdout out.txt -- echo hello
+    hpcq job submit --sweep 1-10 -- echo '*'
+    """
+    ctx = click.get_current_context()
+    command = ctx.meta.get("hpcq.command")
+    if command is None and len(words) == 1 and _JOB_ID_LIKE.match(words[0]):
+        given = [p for p in JOB_NEW_OPTIONS + TASK_OPTIONS
+                 if ctx.get_parameter_source(p) not in (None, click.core.ParameterSource.DEFAULT)]
+        if given:
+            raise click.UsageError(
+                f"job and task options apply only to a new job (-- COMMAND), not to job {words[0].strip()}")
+        s = common.connect()
+        job = s.submit_job(s.get_job(words[0]))
+        if as_json:
+            render.emit_json(job.to_dict())
+        else:
+            click.echo(str(job.id))
+        return
+    if command is not None and words:
+        raise click.UsageError(f"unexpected argument {words[0]!r} before --")
+    kw["task_name"] = kw["task_name"] or name
+    spec = build_spec(command if command is not None else words, kw)
+    resolve_dependencies([spec])  # refuse before anything is created
+    if runtime and spec.runtime and spec.runtime > runtime:
+        raise InvalidInput("the task's runtime is greater than the job's runtime")
+    s = common.connect()
+    job = s.create_job(name=name, priority=priority,
+                       fail_on_task_failure=fail_on_task_failure, runtime=runtime)
+    try:
+        add_spec(job, spec)
+        job = s.submit_job(job)
+    except HpcqError:
+        try:  # do not leave a half-made job behind
+            s.cancel_job(job.id, message="submit failed", wait=False)
+        except HpcqError:
+            pass
+        raise
+    if as_json:
+        render.emit_json(job.to_dict())
+    else:
+        click.echo(str(job.id))
+
+
+@job_group.command("view")
+@click.argument("job")
+@redis_option
+@json_option
+def job_view(job, as_json):
+    """Show a job's properties and its task counts."""
+    j = common.connect().get_job(job)
+    if as_json:
+        render.emit_json(j.to_dict())
+    else:
+        render.show_job(j)
+
+
+@job_group.command("list")
+@click.option("--state", metavar="S1,S2", help="Only jobs in these states (or All).")
+@click.option("--all", "all_", is_flag=True, help="Jobs in every state, not only Queued and Running.")
+@click.option("--user", metavar="NAME|*", help="Only this owner's jobs [default: you; * for everyone].")
+@redis_option
+@json_option
+def job_list(state, all_, user, as_json):
+    """List jobs: without --all or --state only your Queued and Running jobs, like HPC Pack."""
+    wanted = common.parse_job_states(state)
+    if wanted is None and not all_ and not state:
+        wanted = {JobState.Queued, JobState.Running}
+    if user is None:
+        user = "*" if all_ else getpass.getuser()
+    jobs = common.connect().get_job_list()
+    jobs = [j for j in jobs if (wanted is None or j.state in wanted)
+            and (user == "*" or j.owner == user)]
+    if as_json:
+        render.emit_json([j.to_dict() for j in jobs])
+    else:
+        render.table(render.JOB_COLUMNS, render.job_rows(jobs), empty="no jobs")
+
+
+@job_group.command("listtasks")
+@click.argument("job")
+@click.option("--expand", is_flag=True, help="List each sweep instance separately.")
+@click.option("--state", metavar="S1,S2", help="Only tasks in these states (or All).")
+@redis_option
+@json_option
+def job_listtasks(job, expand, state, as_json):
+    """List a job's tasks (sweep instances too with --expand)."""
+    wanted = common.parse_task_states(state)
+    j = common.connect().get_job(job)
+    tasks = (t for t in iter_job_tasks(j, expand) if wanted is None or t.state in wanted)
+    if as_json:
+        render.emit_json_stream(t.to_dict() for t in tasks)
+    else:
+        render.table(render.TASK_COLUMNS, render.task_rows(tasks), empty="no tasks")
+
+
+@job_group.command("wait")
+@click.argument("job")
+@click.option("--timeout", type=click.FloatRange(min=0), metavar="S", help="Give up after S seconds (exit 3).")
+@redis_option
+@json_option
+def job_wait(job, timeout, as_json):
+    """Wait for a job to end: exit 0 if Finished, 1 if Failed or Canceled, 3 on timeout."""
+    j = common.connect().get_job(job)
+    state = wait_for_job(j, timeout, quiet=as_json)
+    if as_json:
+        render.emit_json(j.to_dict())
+    raise SystemExit(0 if state == JobState.Finished else 1)
+
+
+@job_group.command("cancel")
+@click.argument("job")
+@click.option("--message", metavar="M", help="Reason, recorded in the error messages (<= 128 characters).")
+@click.option("--force", is_flag=True, help="Kill running tasks at once, without the grace period.")
+@click.option("--graceful", is_flag=True, help="Let running tasks finish; start nothing new.")
+@click.option("--grace", type=click.FloatRange(min=0), metavar="S", help="Grace period between SIGTERM and SIGKILL.")
+@click.option("--no-wait", is_flag=True, help="Return once the cancel is recorded.")
+@redis_option
+@json_option
+def job_cancel(job, message, force, graceful, grace, no_wait, as_json):
+    """Cancel a job and its unfinished tasks; print its resulting state."""
+    if force and graceful:
+        raise InvalidInput("--force and --graceful cannot be combined")
+    j = common.connect().cancel_job(job, message=message, force=force, graceful=graceful,
+                                    wait=not no_wait, grace=grace)
+    _print_state(j, as_json)
+
+
+@job_group.command("requeue")
+@click.argument("job")
+@click.option("--no-wait", is_flag=True, help="Return once the requeue is recorded.")
+@redis_option
+@json_option
+def job_requeue(job, no_wait, as_json):
+    """Queue a Failed, Canceled or Running job's unfinished tasks again; print its state."""
+    j = common.connect().requeue_job(job, wait=not no_wait)
+    _print_state(j, as_json)
+
+
+def _print_state(obj, as_json: bool) -> None:
+    if as_json:
+        render.emit_json(obj.to_dict())
+    else:
+        click.echo(f"{obj.id} {obj.state.value}")

@@ -1,0 +1,218 @@
+"""Output of the CLI: JSON documents, rich tables and key-value lists, and one-line errors.
+
+Human output is plain (no boxes, no colour unless the terminal has it); ``--json`` output is
+one JSON document built from the API's ``to_dict()``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Iterable, Iterator
+
+import click
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..records import JobView, TaskView
+
+_console: Console | None = None
+
+
+def console() -> Console:
+    global _console
+    if _console is None:
+        _console = Console(highlight=False, soft_wrap=False)
+        if not _console.is_terminal:  # piped: never cut a table to 80 columns
+            _console = Console(highlight=False, soft_wrap=False, width=max(_console.width, 400))
+    return _console
+
+
+def emit_json(doc) -> None:
+    click.echo(json.dumps(doc, indent=2))
+
+
+def emit_json_stream(docs: Iterable[dict]) -> None:
+    """One JSON array written item by item, so a huge sweep never sits in memory."""
+    out = click.get_text_stream("stdout")
+    first = True
+    out.write("[")
+    for doc in docs:
+        out.write(("\n  " if first else ",\n  ") + json.dumps(doc))
+        first = False
+    out.write("\n]\n" if not first else "]\n")
+    out.flush()
+
+
+def fmt_time(t: float | None) -> str:
+    if t is None:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def fmt_duration(start: float | None, end: float | None) -> str:
+    if start is None:
+        return ""
+    secs = max(0.0, (end if end is not None else time.time()) - start)
+    if secs < 60:
+        return f"{secs:.1f}s"
+    m, s = divmod(int(secs), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def fmt_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "-"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _s(v) -> str:
+    return "" if v is None else str(v)
+
+
+def kv_list(rows: list[tuple[str, object]]) -> None:
+    """``Key   value`` lines; rows with no value are left out."""
+    rows = [(k, _s(v)) for k, v in rows if _s(v) != ""]
+    width = max((len(k) for k, _ in rows), default=0)
+    for key, value in rows:
+        lines = value.splitlines() or [""]
+        click.echo(f"{key:<{width}}  {lines[0]}")
+        for more in lines[1:]:
+            click.echo(f"{'':<{width}}  {more}")
+
+
+def show_job(job: JobView) -> None:
+    rows = [
+        ("Id", job.id), ("Name", job.name), ("Owner", job.owner), ("State", job.state.value),
+        ("Priority", job.priority.name),
+        ("Fail on task failure", "yes" if job.fail_on_task_failure else "no"),
+        ("Runtime limit", f"{job.runtime} s" if job.runtime else "none"),
+        ("Tasks", job.task_count), ("Task states", fmt_counts(job.counts)),
+        ("Created", fmt_time(job.create_time)), ("Submitted", fmt_time(job.submit_time)),
+        ("Started", fmt_time(job.start_time)), ("Ended", fmt_time(job.end_time)),
+        ("Elapsed", fmt_duration(job.start_time, job.end_time)),
+        ("Requeue count", job.requeue_count), ("Error message", job.error_message),
+    ]
+    kv_list(rows)
+
+
+def show_task(task: TaskView) -> None:
+    rows: list[tuple[str, object]] = [
+        ("Id", task.id), ("Name", task.name), ("State", task.state.value),
+        ("Command", task.command),
+    ]
+    if task.is_sweep:
+        start, end, step = task.sweep
+        rows += [("Sweep", f"{start}-{end}:{step} ({task.instances} instances)"),
+                 ("Instance states", sweep_summary(task))]
+    rows += [
+        ("Work dir", task.work_dir), ("Environment", " ".join(f"{k}={v}" for k, v in task.env.items())),
+        ("Stdin", task.stdin), ("Stdout", task.stdout), ("Stderr", task.stderr),
+        ("Runtime limit", f"{task.runtime} s" if task.runtime else "none"),
+        ("Depends on", ",".join(task.depends_on)),
+        ("Rerunnable", "yes" if task.is_rerunnable else "no"),
+        ("Exit code", task.exit_code), ("Error message", task.error_message),
+        ("Node", task.node), ("Pid", task.pid),
+        ("Submitted", fmt_time(task.submit_time)), ("Started", fmt_time(task.start_time)),
+        ("Ended", fmt_time(task.end_time)), ("Elapsed", fmt_duration(task.start_time, task.end_time)),
+        ("CPU user", "" if task.cpu_user is None else f"{task.cpu_user:.2f} s"),
+        ("CPU kernel", "" if task.cpu_kernel is None else f"{task.cpu_kernel:.2f} s"),
+        ("Peak memory", fmt_bytes(task.peak_memory)),
+        ("Requeue count", task.requeue_count),
+    ]
+    kv_list(rows)
+    if task.output:
+        console().print(Text("Output:", style="bold"))
+        click.echo(task.output.rstrip("\n"))
+
+
+def sweep_summary(task: TaskView) -> str:
+    """Instances per state; before submission just how many there are."""
+    if task.state.value == "Configuring":
+        return f"{task.instances} instances"
+    return fmt_counts(task.instance_counts)
+
+
+JOB_COLUMNS = ("Id", "Owner", "Name", "State", "Priority", "Tasks", "Submitted")
+
+
+def job_rows(jobs: Iterable[JobView]) -> Iterator[list[str]]:
+    for j in jobs:
+        yield [str(j.id), j.owner, j.name, j.state.value, j.priority.name, str(j.task_count),
+               fmt_time(j.submit_time)]
+
+
+TASK_COLUMNS = ("Id", "Name", "State", "Exit", "Node", "Command", "Error")
+
+
+def task_rows(tasks: Iterable[TaskView]) -> Iterator[list[str]]:
+    for t in tasks:
+        state = t.state.value
+        if t.is_sweep:
+            state += f" [{sweep_summary(t)}]"
+        yield [str(t.id), t.name, state, _s(t.exit_code), _s(t.node), _s(t.command),
+               t.error_message]
+
+
+def table(columns, rows: Iterable[list[str]], chunk: int = 500, empty: str = "") -> None:
+    """A plain table printed in chunks of rows: long listings start at once and stay small.
+
+    Column widths come from the first chunk; later chunks fold to those widths."""
+    con = console()
+    widths: list[int] | None = None
+    buf: list[list[str]] = []
+    printed = False
+
+    def flush(header: bool) -> None:
+        nonlocal widths, printed
+        if not buf and not header:
+            return
+        if widths is None:
+            widths = [max([len(c)] + [len(r[k]) for r in buf]) for k, c in enumerate(columns)]
+            widths = [min(w, 60) for w in widths]
+        t = Table(box=box.SIMPLE_HEAD if header else None, show_header=header, pad_edge=False,
+                  show_edge=False, padding=(0, 1))
+        for k, c in enumerate(columns):
+            last = k == len(columns) - 1
+            t.add_column(c, min_width=widths[k], max_width=None if last else widths[k],
+                         overflow="fold", no_wrap=False)
+        for r in buf:
+            t.add_row(*[Text(x) for x in r])
+        con.print(t)
+        printed = True
+        buf.clear()
+
+    for row in rows:
+        buf.append(row)
+        if len(buf) >= chunk:
+            flush(not printed)
+    if buf or not printed:
+        if not buf and empty:
+            click.echo(empty, err=True)
+            return
+        flush(not printed)
+
+
+def one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def fail(message: str, code: int) -> None:
+    """``error: <message>`` on stderr as one line, then exit ``code``."""
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
+    click.echo(f"error: {one_line(message)}", err=True)
+    sys.exit(code)

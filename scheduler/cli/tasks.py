@@ -1,0 +1,62 @@
+"""``hpcq task ...``: HPC Pack's ``task`` command (view, cancel, requeue) on ``J.T`` or
+``J.T.I``."""
+
+from __future__ import annotations
+
+import click
+
+from . import common, render
+from .common import json_option, redis_option
+
+
+@click.group("task")
+@redis_option
+def task_group():
+    """View and control single tasks and sweep instances (HPC Pack's `task` command)."""
+
+
+@task_group.command("view")
+@click.argument("task")
+@redis_option
+@json_option
+def task_view(task, as_json):
+    """Show a task, a sweep (J.T) or one sweep instance (J.T.I)."""
+    t = common.connect().get_task(task)
+    if as_json:
+        render.emit_json(t.to_dict())
+    else:
+        render.show_task(t)
+
+
+@task_group.command("cancel")
+@click.argument("task")
+@click.option("--message", metavar="M", help="Reason, recorded in the error message (<= 128 characters).")
+@click.option("--force", is_flag=True, help="Kill a running task at once, without the grace period.")
+@click.option("--grace", type=click.FloatRange(min=0), metavar="S", help="Grace period between SIGTERM and SIGKILL.")
+@click.option("--no-wait", is_flag=True, help="Return once the cancel is recorded.")
+@redis_option
+@json_option
+def task_cancel(task, message, force, grace, no_wait, as_json):
+    """Cancel a task, a whole sweep or one instance; print its resulting state."""
+    t = common.connect().cancel_task(task, message=message, force=force, wait=not no_wait,
+                                     grace=grace)
+    _print_state(t, as_json)
+
+
+@task_group.command("requeue")
+@click.argument("task")
+@click.option("--no-wait", is_flag=True, help="Return once the requeue is recorded.")
+@redis_option
+@json_option
+def task_requeue(task, no_wait, as_json):
+    """Queue a Failed or Canceled task (or a running one, stopping it first) again."""
+    t = common.connect().requeue_task(task, wait=not no_wait)
+    _print_state(t, as_json)
+
+
+def _print_state(task, as_json: bool) -> None:
+    task.refresh()
+    if as_json:
+        render.emit_json(task.to_dict())
+    else:
+        click.echo(f"{task.id} {task.state.value}")
