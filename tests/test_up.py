@@ -1,0 +1,116 @@
+"""``hpcq up``: an embedded Redis, a scheduler and a worker as child processes; a job submitted
+through the API against the URL it prints finishes; SIGTERM or SIGINT stops everything, a task
+still running included, and no process of it is left."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+import redis
+
+from fixtures_core import MARKER_VAR, assert_no_leftovers, describe, free_port, new_marker, wait_until
+from scheduler import JobState, Scheduler, TaskState
+
+
+class Up:
+    """``python -m scheduler.cli up`` with its stdout and stderr drained by threads."""
+
+    def __init__(self, args, env):
+        self.proc = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "up", *args],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=env,
+                                     start_new_session=True)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        for stream, sink in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
+            threading.Thread(target=self._drain, args=(stream, sink), daemon=True).start()
+
+    @staticmethod
+    def _drain(stream, sink):
+        for line in stream:
+            sink.append(line)
+
+    def url(self):
+        for line in list(self.out):
+            m = re.search(r"redis://127\.0\.0\.1:\d+/\d+", line)
+            if m:
+                return m.group(0)
+        assert self.proc.poll() is None, f"hpcq up exited: {''.join(self.err)}"
+        return None
+
+    def tree(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def kill(self):
+        if self.proc.poll() is None:
+            for p in self.tree():
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_up_runs_a_job_and_stops_leaving_nothing(sig, tmp_path):
+    marker = new_marker()
+    port = free_port()
+    state_dir = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HPCQ_")}
+    env.update({MARKER_VAR: marker, "PYTHONUNBUFFERED": "1", "HPCQ_TASK_CANCEL_GRACE_PERIOD": "2"})
+    up = Up(["--port", str(port), "--state-dir", str(state_dir), "--workers", "1",
+             "--concurrency", "2"], env)
+    try:
+        url = wait_until(up.url, 60, "hpcq up to print the Redis URL")
+        assert url == f"redis://127.0.0.1:{port}/0"
+        assert any(f"HPCQ_REDIS_URL={url}" in line for line in up.out), up.out
+
+        s = Scheduler.connect(url)
+        job = s.create_job(name="up")
+        t1 = job.add_task(command="echo up-$HPCQ_TASK_ID")
+        t2 = job.add_task(command="echo second")
+        s.submit_job(job)
+        assert job.wait(timeout=90) == JobState.Finished
+        assert t1.refresh().output == f"up-{job.id}.1\n"
+        assert t2.refresh().output == "second\n"
+
+        # a task still running when up is stopped must not survive it either
+        busy = s.create_job(name="still-running")
+        sleeper = busy.add_task(command="sleep 300")
+        s.submit_job(busy)
+        wait_until(lambda: sleeper.refresh().state == TaskState.Running, 30, "the sleep to run")
+
+        tree = up.tree()
+        names = " ".join(" ".join(p.cmdline()) for p in tree)
+        assert "redis-server" in names, describe(tree)
+        assert "scheduler" in names and "worker" in names, describe(tree)
+        assert any(p.cmdline()[:1] == ["sleep"] or "sleep 300" in " ".join(p.cmdline()) for p in tree), \
+            describe(tree)
+        assert any(x.name.startswith("appendonly") for x in state_dir.iterdir()), \
+            list(state_dir.iterdir())   # the embedded Redis keeps its data as AOF there
+
+        t0 = time.monotonic()
+        up.proc.send_signal(sig)
+        code = up.proc.wait(timeout=90)
+        stopped_in = time.monotonic() - t0
+        assert code == 0, "".join(up.err)
+        assert_no_leftovers(marker, timeout=10, extra=tree)
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+        print(f"stopped in {stopped_in:.1f}s")
+        assert stopped_in < 60
+    finally:
+        up.kill()
+        assert_no_leftovers(marker, timeout=5)
