@@ -173,13 +173,6 @@ class Store:
     def unregister_worker(self, name: str) -> None:
         self._do(self.redis.zrem, keys.WORKERS, name)
 
-    def set_worker_stopping(self, name: str) -> None:
-        """Marks a worker shutting down, so its pool processes know a SIGTERM is not a cancel."""
-        self._do(self.redis.hset, keys.worker(name), "stopping", "1")
-
-    def worker_stopping(self, name: str) -> bool:
-        return self._do(self.redis.hget, keys.worker(name), "stopping") == "1"
-
     def live_workers(self, since: float) -> list[tuple[str, int, int]]:
         """(name, slots, busy) of every worker heard from since ``since``."""
         names = self._do(self.redis.zrangebyscore, keys.WORKERS, since, "+inf")

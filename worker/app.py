@@ -122,8 +122,9 @@ def on_ready(sender=None, **kwargs):
 
 @signals.worker_shutting_down.connect
 def on_shutting_down(sender=None, **kwargs):
+    # Stop being offered tasks at once; the heartbeat ends with the worker.
     if presence.name:
-        store().set_worker_stopping(presence.name)
+        store().unregister_worker(presence.name)
 
 
 @signals.worker_shutdown.connect

@@ -50,6 +50,7 @@ class Attempt:
         self.store = st
         self.settings = get_settings()
         self.term = False
+        self.parent = os.getppid()
         self.waiter: supervisor.Waiter | None = None
 
     # SIGTERM from Celery (revoke with terminate) or from a pool shutdown.
@@ -199,8 +200,7 @@ class Attempt:
         return self.finish("exit", code, error, output, usage)
 
     def check(self, signaled: bool):
-        """Is this attempt to stop?  Reads the cancel hpcq recorded; a SIGTERM nobody recorded
-        is a Celery terminate (recorded here as the cancel it is) or the worker shutting down."""
+        """Is this attempt to stop, why, forced, and with what grace?"""
         rec = self.store.task(self.task_id) or {}
         if rec.get("token") != self.token:
             return "shutdown", True, 0.0          # superseded: stop without recording
@@ -208,13 +208,11 @@ class Attempt:
             grace = rec.get("cancel_grace")
             grace = float(grace) if grace not in (None, "") else self.settings.task_cancel_grace_period
             return "cancel", rec.get("cancel_force") == "1", grace
-        if signaled:
-            if self.store.worker_stopping(self.celery_task.request.hostname):
-                return "shutdown", False, min(self.settings.task_cancel_grace_period, 5.0)
-            self.store.cancel_task(self.task_id, Msg.canceled_by_user.format(""),
-                                   Msg.canceled_during_execution.format(""), mode="revoke",
-                                   token=self.token)
-            return self.check(False)
+        # Every revoke passes through the worker's revoke command, which records the cancel
+        # before it signals; so a SIGTERM with nothing recorded is the pool shutting down (a
+        # cold shutdown), as is the worker's main process dying under us.
+        if signaled or os.getppid() != self.parent:
+            return "shutdown", False, min(self.settings.task_cancel_grace_period, 5.0)
         return None, False, 0.0
 
     def finish(self, outcome, code, error, output, usage):
