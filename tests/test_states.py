@@ -1,0 +1,156 @@
+"""The transition tables of scheduler/states.py, checked pair by pair against a copy written out
+here by hand: this copy is the spec, so a change to states.py must be made here too."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+
+from scheduler import states
+from scheduler.states import JobState, TaskState, job_can, lua_preamble, task_can
+
+TASK_ALLOWED = {
+    "Configuring": {"Submitted", "Canceled"},
+    "Submitted": {"Validating", "Queued", "Failed", "Canceled"},
+    "Validating": {"Queued", "Failed", "Canceled"},
+    "Queued": {"Dispatching", "Running", "Canceling", "Canceled"},
+    "Dispatching": {"Running", "Queued", "Failed", "Canceled"},
+    "Running": {"Finishing", "Finished", "Failed", "Canceling", "Queued"},
+    "Finishing": {"Finished", "Failed"},
+    "Finished": {"Queued"},
+    "Canceling": {"Failed", "Canceled"},
+    "Failed": {"Queued"},
+    "Canceled": {"Queued"},
+}
+
+JOB_ALLOWED = {
+    "Configuring": {"Submitted", "Canceled"},
+    "Submitted": {"Validating", "Queued", "Failed", "Canceled"},
+    "Validating": {"Queued", "Failed", "Canceled"},
+    "Queued": {"Running", "Finished", "Failed", "Canceling", "Canceled"},
+    "Running": {"Queued", "Finishing", "Finished", "Failed", "Canceling", "Canceled"},
+    "Finishing": {"Finished", "Failed"},
+    "Finished": {"Queued", "Running"},
+    "Canceling": {"Canceled"},
+    "Failed": {"Queued", "Running"},
+    "Canceled": {"Queued", "Running"},
+}
+
+TASK_NAMES = ["Configuring", "Submitted", "Validating", "Queued", "Dispatching", "Running",
+              "Finishing", "Finished", "Failed", "Canceling", "Canceled"]
+JOB_NAMES = ["Configuring", "Submitted", "Validating", "Queued", "Running", "Finishing",
+             "Finished", "Failed", "Canceling", "Canceled"]
+
+
+def test_state_names():
+    assert [s.value for s in TaskState] == TASK_NAMES
+    assert [s.value for s in JobState] == JOB_NAMES
+    assert set(TASK_ALLOWED) == set(TASK_NAMES)
+    assert set(JOB_ALLOWED) == set(JOB_NAMES)
+    for s in TaskState:
+        assert str(s) == s.value and s == s.value
+    for s in JobState:
+        assert str(s) == s.value and s == s.value
+
+
+@pytest.mark.parametrize("src,dst", list(itertools.product(TASK_NAMES, TASK_NAMES)))
+def test_task_transition(src, dst):
+    expected = dst in TASK_ALLOWED[src]
+    assert task_can(src, dst) is expected
+    assert task_can(TaskState(src), TaskState(dst)) is expected
+
+
+@pytest.mark.parametrize("src,dst", list(itertools.product(JOB_NAMES, JOB_NAMES)))
+def test_job_transition(src, dst):
+    expected = dst in JOB_ALLOWED[src]
+    assert job_can(src, dst) is expected
+    assert job_can(JobState(src), JobState(dst)) is expected
+
+
+def test_tables_have_no_self_loops():
+    for s in TaskState:
+        assert not task_can(s, s)
+    for s in JobState:
+        assert not job_can(s, s)
+
+
+def test_unknown_state_is_an_error():
+    with pytest.raises(ValueError):
+        task_can("Queued", "Bogus")
+    with pytest.raises(ValueError):
+        job_can("Bogus", "Queued")
+    with pytest.raises(ValueError):
+        job_can("Queued", "Dispatching")  # a task state, not a job state
+
+
+def _names(fs):
+    return {s.value for s in fs}
+
+
+def test_state_sets():
+    assert _names(states.TASK_END) == {"Finished", "Failed", "Canceled"}
+    assert _names(states.JOB_END) == {"Finished", "Failed", "Canceled"}
+    assert _names(states.TASK_ON_WORKER) == {"Dispatching", "Running", "Canceling"}
+    assert _names(states.CANCEL_TASK_FROM) == {
+        "Configuring", "Submitted", "Validating", "Queued", "Dispatching", "Running", "Canceling"}
+    assert _names(states.REQUEUE_TASK_FROM) == {"Failed", "Canceled", "Running", "Canceling", "Queued"}
+    assert _names(states.CANCEL_JOB_FROM) == {
+        "Configuring", "Submitted", "Validating", "Queued", "Running", "Canceling"}
+    assert _names(states.REQUEUE_JOB_FROM) == {"Canceled", "Failed", "Running"}
+
+
+def test_end_states_only_leave_by_requeue():
+    for s in states.TASK_END:
+        assert _names(states.TASK_TRANSITIONS[s]) == {"Queued"}
+    for s in states.JOB_END:
+        assert _names(states.JOB_TRANSITIONS[s]) <= {"Queued", "Running"}
+
+
+def test_lua_preamble_names_every_state():
+    lua = lua_preamble()
+    for name in set(TASK_NAMES) | set(JOB_NAMES):
+        assert f'["{name}"]' in lua, name
+    for var in ("TASK_T", "JOB_T", "TASK_END", "JOB_END", "TASK_ON_WORKER", "CANCEL_TASK_FROM",
+                "REQUEUE_TASK_FROM", "CANCEL_JOB_FROM", "REQUEUE_JOB_FROM", "TASK_STATES"):
+        assert re.search(rf"^local {var} = \{{", lua, re.M), var
+
+
+def test_lua_preamble_looks_like_lua():
+    lua = lua_preamble()
+    depth = 0
+    for ch in lua:
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            assert depth >= 0
+    assert depth == 0
+    assert lua.count("[") == lua.count("]")
+    assert lua.count('"') % 2 == 0
+    assert "(" not in lua and ")" not in lua
+    # Each line is one ``local NAME = {...}`` assignment, and nothing else.
+    lines = [ln for ln in lua.splitlines() if ln.strip()]
+    assert lines and all(re.fullmatch(r"local [A-Z_]+ = \{.*\}", ln) for ln in lines)
+    # TASK_STATES is a Lua sequence of the task state names, in order.
+    m = re.search(r"^local TASK_STATES = \{(.*)\}$", lua, re.M)
+    assert m and m[1].replace(" ", "") == ",".join(f'"{n}"' for n in TASK_NAMES)
+
+
+def test_lua_preamble_matches_tables():
+    """Each allowed transition appears in the Lua table of its source state, and nothing else."""
+    lua = lua_preamble()
+    task_t = re.search(r"^local TASK_T = \{(.*)\}$", lua, re.M)[1]
+    job_t = re.search(r"^local JOB_T = \{(.*)\}$", lua, re.M)[1]
+    for body, allowed in ((task_t, TASK_ALLOWED), (job_t, JOB_ALLOWED)):
+        rows = dict(re.findall(r'\["(\w+)"\]=\{([^{}]*)\}', body))
+        assert set(rows) == set(allowed)
+        for src, dsts in allowed.items():
+            assert set(re.findall(r'\["(\w+)"\]=true', rows[src])) == dsts, src
+
+
+def test_markdown_lists_every_state():
+    md = states.markdown()
+    for name in TASK_NAMES + JOB_NAMES:
+        assert f"| {name} |" in md
