@@ -183,10 +183,12 @@ class Scheduler:
     @staticmethod
     def _wait(predicate: Callable[[], bool], timeout: float | None, what: str) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.002
         while not predicate():
             if deadline is not None and time.monotonic() > deadline:
                 raise WaitTimeout(f"timed out waiting for {what}")
-            time.sleep(POLL)
+            time.sleep(pause)
+            pause = min(pause * 1.5, POLL)
 
 
 class Job(JobView):

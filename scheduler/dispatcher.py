@@ -32,21 +32,27 @@ class Dispatcher:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stopping = threading.Event()
         self.leading = False
+        self.live: set[str] = set()
 
     def tick(self) -> int:
-        """One pass: expire job runtimes, then fill every live worker's free slots."""
+        """A full pass: expire job runtimes, then fill every live worker's free slots."""
         now = time.time()
         for job_id in self.store.due_jobs(now):
             self.expire_job(job_id)
         sent = 0
         workers = self.store.live_workers(now - self.settings.worker_timeout)
+        self.live = {name for name, _, _ in workers}
         for name, slots, busy in sorted(workers, key=lambda w: w[2] - w[1]):
-            if slots - busy <= 0:
-                continue
-            for task_id, token, celery_id in self.store.dispatch(name, slots - busy):
-                send_attempt(self.celery, name, task_id, token, celery_id)
-                sent += 1
+            if slots - busy > 0:
+                sent += self.fill(name, slots - busy)
         return sent
+
+    def fill(self, worker: str, want: int) -> int:
+        """Hand up to ``want`` queued tasks to ``worker`` (the script caps it at its free slots)."""
+        attempts = self.store.dispatch(worker, want)
+        for task_id, token, celery_id in attempts:
+            send_attempt(self.celery, worker, task_id, token, celery_id)
+        return len(attempts)
 
     def expire_job(self, job_id: int) -> None:
         msg = Msg.job_runtime_expired
@@ -60,19 +66,34 @@ class Dispatcher:
         publish_revokes(self.celery, revokes)
 
     def run(self) -> None:
+        """Hold the lease and dispatch.  A finished task nudges with its worker's name, so the
+        common case (one slot came free) costs one dispatch call for that worker; a full pass
+        over all workers runs when the queue changed ('*') and at least every dispatch_idle."""
         log.info("scheduler %s started on %s", self.id, self.settings.redis_url)
         renew = self.settings.lease_ttl / 3
+        lease_at = full_at = 0.0
+        nudged: set[str] = {"*"}
         while not self.stopping.is_set():
             try:
-                leader = self.store.take_lease(self.id, self.settings.lease_ttl)
-                if leader != self.leading:
-                    log.info("scheduler %s %s", self.id, "is now dispatching" if leader else "is standing by")
-                    self.leading = leader
-                if not leader:
+                now = time.monotonic()
+                if now >= lease_at:
+                    leader = self.store.take_lease(self.id, self.settings.lease_ttl)
+                    lease_at = now + renew
+                    if leader != self.leading:
+                        log.info("scheduler %s %s", self.id,
+                                 "is now dispatching" if leader else "is standing by")
+                        self.leading = leader
+                        nudged = {"*"}
+                if not self.leading:
                     self.stopping.wait(renew)
                     continue
-                if self.tick() == 0:
-                    self.store.wait_wakeup(min(self.settings.dispatch_idle, renew))
+                if "*" in nudged or now >= full_at:
+                    sent = self.tick()
+                    full_at = now + self.settings.dispatch_idle
+                else:
+                    sent = sum(self.fill(w, 1 << 20) for w in nudged if w in self.live)
+                timeout = 0 if sent else min(full_at - time.monotonic(), lease_at - time.monotonic())
+                nudged = self.store.wait_wakeup(max(timeout, 0.01)) if timeout > 0 else set()
             except RedisUnavailable as exc:
                 log.warning("%s; retrying", exc)
                 self.stopping.wait(1.0)

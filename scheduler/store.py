@@ -151,8 +151,9 @@ class Store:
                                      output or "", cpu_user, cpu_sys, max_rss,
                                      job_fail_msg, stopped_msg])
         if reply[0] != "ok":
-            return reply[1], []
-        return self.split_revokes(reply[1:])
+            return reply[1], "", []
+        _, revokes = self.split_revokes(reply[2:])
+        return reply[1], reply[2], revokes
 
     def set_fields(self, task_id, **fields) -> None:
         self._do(self.redis.hset, keys.task(task_id), mapping={k: str(v) for k, v in fields.items()})
@@ -202,5 +203,10 @@ class Store:
     def due_jobs(self, now: float) -> list[int]:
         return [int(j) for j in self._do(self.redis.zrangebyscore, keys.DEADLINES, 0, now)]
 
-    def wait_wakeup(self, timeout: float) -> None:
-        self._do(self.redis.blpop, [keys.WAKEUP], timeout)
+    def wait_wakeup(self, timeout: float) -> set[str]:
+        """Block until nudged (or ``timeout``); the worker names nudged, '*' meaning all."""
+        first = self._do(self.redis.blpop, [keys.WAKEUP], timeout)
+        if not first:
+            return set()
+        rest = self._do(self.redis.lpop, keys.WAKEUP, 1000) or []
+        return {first[1], *rest}

@@ -21,7 +21,6 @@ def make_celery(redis_url: str) -> Celery:
         result_serializer="json",
         result_backend=None,
         task_ignore_result=True,
-        task_send_sent_event=True,
         worker_send_task_events=True,
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,

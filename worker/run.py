@@ -1,9 +1,7 @@
 """The Celery task that runs one attempt of an hpcq task and supervises its process tree.
 
-Order matters: SIGTERM is blocked across the atomic Dispatching -> Running check and the spawn,
-so a cancel can never land between "not canceled" and "started"; once unblocked, a pending
-SIGTERM (a Celery terminate) is handled like any other.  The attempt ends with the token-checked
-finish step, after every process of the command is gone."""
+The attempt starts only through the atomic Dispatching -> Running check, and ends with the
+token-checked finish step once every process of the command is gone."""
 
 from __future__ import annotations
 
@@ -22,7 +20,7 @@ from scheduler import sweep
 from scheduler.model import Msg
 from scheduler.settings import get_settings
 from scheduler.store import Store
-from scheduler.transport import RUN_TASK
+from scheduler.transport import RUN_TASK, publish_revokes
 
 from . import supervisor
 from .app import app, store
@@ -60,24 +58,24 @@ class Attempt:
             self.waiter.nudge()
 
     def run(self):
+        # The handler only sets a flag: a SIGTERM may arrive anywhere, even between the start
+        # check and the spawn, and is acted on by the supervision loop.  The start check itself is
+        # what guarantees a canceled task never starts: a cancel is recorded in Redis before any
+        # revoke is sent, and the check refuses a task that is no longer Dispatching.
         old = signal.signal(signal.SIGTERM, self.on_term)
         try:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-            try:
-                ok, value, spec = self.store.start(self.task_id, self.token, os.getpid())
-                if not ok:
-                    # Canceled (or superseded) before it started: its command never runs.
-                    self.celery_task.send_event("task-revoked", terminated=False, signum=None,
-                                                expired=False)
-                    raise Ignore()
-                proc = out = error = None
-                with ExitStack() as files:
-                    try:
-                        proc, out = self.spawn(spec, value, files)
-                    except OSError as exc:
-                        error = self.start_error(spec, exc)
-            finally:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+            ok, value, spec = self.store.start(self.task_id, self.token, os.getpid())
+            if not ok:
+                # Canceled (or superseded) before it started: its command never runs.
+                self.celery_task.send_event("task-revoked", terminated=False, signum=None,
+                                            expired=False)
+                raise Ignore()
+            proc = out = error = None
+            with ExitStack() as files:
+                try:
+                    proc, out = self.spawn(spec, value, files)
+                except OSError as exc:
+                    error = self.start_error(spec, exc)
             if proc is None:
                 return self.finish("exit", None, error, "", None)
             try:
@@ -122,7 +120,7 @@ class Attempt:
             subprocess.STDOUT if stdout is out else out)
         proc = subprocess.Popen(["/bin/sh", "-c", sub("command")], cwd=wd, env=env, stdin=stdin,
                                 stdout=stdout, stderr=stderr, start_new_session=True,
-                                preexec_fn=supervisor._child_setup, close_fds=True)
+                                close_fds=True)
         self.store.set_fields(self.task_id, pid=proc.pid)
         # keep the capture file open past the ExitStack
         return proc, (os.fdopen(os.dup(out.fileno()), "rb") if out is not None else None)
@@ -217,15 +215,13 @@ class Attempt:
 
     def finish(self, outcome, code, error, output, usage):
         usage = usage or (0.0, 0.0, 0)
-        state, revokes = self.store.finish(
+        state, message, revokes = self.store.finish(
             self.task_id, self.token, outcome, code, error, output, *usage,
             Msg.job_failed_on_task, Msg.stopped_by_job_failure)
         if revokes:
-            from scheduler.transport import publish_revokes
             publish_revokes(app, revokes)
-        rec = self.store.task(self.task_id) or {}
         if state == "Failed":
-            raise TaskFailed(rec.get("error") or error or "failed")
+            raise TaskFailed(message or error or "failed")
         return {"task": self.task_id, "state": state, "exit_code": code}
 
 

@@ -16,7 +16,6 @@ import time
 
 import psutil
 
-PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -25,18 +24,37 @@ def become_subreaper() -> None:
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def _child_setup() -> None:
-    """In the forked child before exec: unblock signals the pool blocked around the start
-    check, and die with the pool process if it is killed outright."""
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _children(pid: int) -> list[int]:
+    """Direct children from /proc (cheap: no scan of every process on the host)."""
+    kids = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids.extend(int(x) for x in f.read().split())
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return kids
+
+
+_HAVE_PROC_CHILDREN = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
 
 
 def descendants(keep: int | None = None) -> list[psutil.Process]:
     """Every live process below this one.  Zombies are reaped on the way, except ``keep`` (the
     command's main process, whose exit status the supervisor collects itself)."""
     alive = []
-    for p in psutil.Process().children(recursive=True):
+    if _HAVE_PROC_CHILDREN:
+        procs, stack = [], _children(os.getpid())
+        while stack:
+            pid = stack.pop()
+            stack.extend(_children(pid))
+            try:
+                procs.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                pass
+    else:
+        procs = psutil.Process().children(recursive=True)
+    for p in procs:
         try:
             if p.status() == psutil.STATUS_ZOMBIE:
                 if p.pid != keep:

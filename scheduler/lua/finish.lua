@@ -3,7 +3,7 @@
 -- The worker's last step for an attempt: records the result if the token is still current.
 -- A task stopped while Canceling ends Failed with its cancel message; a requeue waiting on the
 -- stop puts it back in the queue; a lost attempt of a rerunnable task is queued again.
--- Returns {'ok', end state, celery id, mode, ...} or {'stale', state}.
+-- Returns {'ok', end state, error message, celery id, mode, ...} or {'stale', state}.
 local id, token, outcome = ARGV[1], ARGV[2], ARGV[3]
 local exit_code, err, output = ARGV[4], ARGV[5], ARGV[6]
 local tk = k_task(id)
@@ -28,7 +28,7 @@ local fields = {'end_time', ts, 'cpu_user', ARGV[7], 'cpu_sys', ARGV[8], 'max_rs
                 'output', output}
 if exit_code ~= '' then table.insert(fields, 'exit_code'); table.insert(fields, exit_code) end
 redis.call('HSET', tk, unpack(fields))
-local out = {'ok', to}
+local out = {'ok', to, msg or ''}
 if to == 'Queued' then
   task_move(id, st, 'Queued', ts)
   redis.call('HINCRBY', tk, 'auto_requeue_count', 1)
@@ -62,5 +62,5 @@ else
   end
   unit_ended(id, to, ts)
 end
-wakeup()
+if #out > 3 then wakeup() else wakeup(v[5]) end
 return out

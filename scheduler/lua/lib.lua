@@ -35,9 +35,11 @@ local function emit(kind, id, state, extra)
              'info', extra or '')
 end
 
-local function wakeup()
-  redis.call('LPUSH', K_WAKEUP, 1)
-  redis.call('LTRIM', K_WAKEUP, 0, 0)
+-- Nudge the dispatcher: with a worker name when only that worker's slot came free (it then
+-- dispatches to that worker alone), '*' when the queue changed.
+local function wakeup(worker)
+  redis.call('LPUSH', K_WAKEUP, worker or '*')
+  redis.call('LTRIM', K_WAKEUP, 0, 999)
 end
 
 -- Move a task (or instance) from -> to through the table, keeping the per-state counts of its
