@@ -84,8 +84,10 @@ def signal_tree(pgid: int | None, sig: int, keep: int | None = None) -> int:
     procs = descendants(keep)
     for p in procs:
         try:
-            p.send_signal(sig)
-        except psutil.NoSuchProcess:
+            # Each process gets the signal once: the group's members already have it.
+            if not pgid or os.getpgid(p.pid) != pgid:
+                p.send_signal(sig)
+        except (psutil.NoSuchProcess, ProcessLookupError):
             pass
     return len(procs)
 
