@@ -1,7 +1,7 @@
-"""Output of the CLI: JSON documents, rich tables and key-value lists, and one-line errors.
+"""Output of the CLI: JSON documents, tables and key-value lists, and one-line errors.
 
-Human output is plain (no boxes, no colour unless the terminal has it); ``--json`` output is
-one JSON document built from the API's ``to_dict()``."""
+Human output is plain text (bold headers on a terminal), written as it is produced so that long
+listings stream; ``--json`` output is one JSON document built from the API's ``to_dict()``."""
 
 from __future__ import annotations
 
@@ -11,23 +11,15 @@ import time
 from typing import Iterable, Iterator
 
 import click
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from ..records import JobView, TaskView
 
-_console: Console | None = None
+def _tty() -> bool:
+    return click.get_text_stream("stdout").isatty()
 
 
-def console() -> Console:
-    global _console
-    if _console is None:
-        _console = Console(highlight=False, soft_wrap=False)
-        if not _console.is_terminal:  # piped: never cut a table to 80 columns
-            _console = Console(highlight=False, soft_wrap=False, width=max(_console.width, 400))
-    return _console
+def bold(text: str) -> str:
+    return click.style(text, bold=True) if _tty() else text
 
 
 def emit_json(doc) -> None:
@@ -87,7 +79,7 @@ def kv_list(rows: list[tuple[str, object]]) -> None:
     width = max((len(k) for k, _ in rows), default=0)
     for key, value in rows:
         lines = value.splitlines() or [""]
-        click.echo(f"{key:<{width}}  {lines[0]}")
+        click.echo(bold(f"{key:<{width}}") + f"  {lines[0]}")
         for more in lines[1:]:
             click.echo(f"{'':<{width}}  {more}")
 
@@ -133,7 +125,7 @@ def show_task(task: TaskView) -> None:
     ]
     kv_list(rows)
     if task.output:
-        console().print(Text("Output:", style="bold"))
+        click.echo(bold("Output:"))
         click.echo(task.output.rstrip("\n"))
 
 
@@ -166,42 +158,30 @@ def task_rows(tasks: Iterable[TaskView]) -> Iterator[list[str]]:
 
 
 def table(columns, rows: Iterable[list[str]], chunk: int = 500, empty: str = "") -> None:
-    """A plain table printed in chunks of rows: long listings start at once and stay small.
-
-    Column widths come from the first chunk; later chunks fold to those widths."""
-    con = console()
-    widths: list[int] | None = None
-    buf: list[list[str]] = []
-    printed = False
-
-    def flush(header: bool) -> None:
-        nonlocal widths, printed
-        if not buf and not header:
-            return
-        if widths is None:
-            widths = [max([len(c)] + [len(r[k]) for r in buf]) for k, c in enumerate(columns)]
-            widths = [min(w, 60) for w in widths]
-        t = Table(box=box.SIMPLE_HEAD if header else None, show_header=header, pad_edge=False,
-                  show_edge=False, padding=(0, 1))
-        for k, c in enumerate(columns):
-            last = k == len(columns) - 1
-            t.add_column(c, min_width=widths[k], max_width=None if last else widths[k],
-                         overflow="fold", no_wrap=False)
-        for r in buf:
-            t.add_row(*[Text(x) for x in r])
-        con.print(t)
-        printed = True
-        buf.clear()
-
+    """A plain table, written as rows come: column widths are fixed by the header and the
+    first ``chunk`` rows, so a listing of a million sweep instances starts at once and streams.
+    A later cell wider than its column just pushes the rest of its row right."""
+    rows = iter(rows)
+    first: list[list[str]] = []
     for row in rows:
-        buf.append(row)
-        if len(buf) >= chunk:
-            flush(not printed)
-    if buf or not printed:
-        if not buf and empty:
-            click.echo(empty, err=True)
-            return
-        flush(not printed)
+        first.append([one_line(c) for c in row])
+        if len(first) >= chunk:
+            break
+    if not first and empty:
+        click.echo(empty, err=True)
+        return
+    widths = [max([len(c)] + [len(r[k]) for r in first]) for k, c in enumerate(columns)]
+    out = click.get_text_stream("stdout")
+
+    def line(cells) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip() + "\n"
+
+    out.write(bold(line(columns).rstrip("\n")) + "\n")
+    out.write("  ".join("-" * w for w in widths) + "\n")
+    out.writelines(line(r) for r in first)
+    for row in rows:
+        out.write(line([one_line(c) for c in row]))
+    out.flush()
 
 
 def one_line(message: str) -> str:

