@@ -23,10 +23,10 @@ def _set_redis(ctx: click.Context, param, value):
     return value
 
 
-def redis_option(f):
-    return click.option("--redis", "redis_url", metavar="URL", expose_value=False,
-                        callback=_set_redis, is_eager=True,
-                        help="Redis of the cluster [default: $HPCQ_REDIS_URL]")(f)
+def redis_option(f=None, *, help="Redis of the cluster [default: $HPCQ_REDIS_URL]."):
+    option = click.option("--redis", "redis_url", metavar="URL", expose_value=False,
+                          callback=_set_redis, is_eager=True, help=help)
+    return option(f) if f is not None else option
 
 
 def json_option(f):

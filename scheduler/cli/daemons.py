@@ -38,7 +38,7 @@ def worker_cmd(concurrency, hostname):
               help="Port of the embedded Redis [default: the last one used, or a free one].")
 @click.option("--state-dir", metavar="D", help="Data and logs of the embedded Redis "
               "[default: $HPCQ_STATE_DIR or ~/.local/state/hpcq].")
-@redis_option
+@redis_option(help="Use this Redis instead of starting one (HPCQ_REDIS_URL is not used).")
 def up_cmd(workers, concurrency, port, state_dir):
     """Run a local cluster: Redis (embedded unless --redis), a scheduler and N workers.
 

@@ -104,7 +104,7 @@ def job_new(name, priority, fail_on_task_failure, runtime, as_json):
 @job_group.command("add")
 @click.argument("job")
 @task_options
-@click.argument("command", nargs=-1, required=True)
+@click.argument("command", nargs=-1, required=True, metavar="-- COMMAND...")
 @redis_option
 @json_option
 def job_add(job, command, as_json, **kw):
@@ -140,7 +140,7 @@ _JOB_ID_LIKE = re.compile(r"^\s*\d+\s*$")
 @job_group.command("submit", cls=_DashDashCommand)
 @job_new_options
 @submit_task_options
-@click.argument("words", nargs=-1)
+@click.argument("words", nargs=-1, metavar="[JOB | -- COMMAND...]")
 @redis_option
 @json_option
 def job_submit(words, as_json, name, priority, fail_on_task_failure, runtime, **kw):

@@ -14,6 +14,7 @@ import click
 
 from ..records import JobView, TaskView
 
+
 def _tty() -> bool:
     return click.get_text_stream("stdout").isatty()
 
