@@ -1,0 +1,260 @@
+"""Celery's own tools as hpcq clients (issue 3, "Mechanism"): ``celery control terminate`` /
+``celery control revoke`` and a real Flower process's HTTP API cancel exactly as ``hpcq task
+cancel`` does, and Flower shows the outcome hpcq recorded (SUCCESS / FAILURE / REVOKED).
+
+Celery 5.7 has no ``control revoke --terminate``: the terminate command is
+``celery -A worker.app control terminate SIGTERM <id>`` (see shared/celery-revoke.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from fixtures_cancel import QUEUED_MSG, RUNNING_MSG, Box, box, boxes, cl, stays, submit, task_hash, wait_file, wait_state  # noqa: F401
+from fixtures_cancel import GRACE
+from fixtures_core import free_port, running_cluster, wait_until, with_db
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def celery(cl, *args, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "celery", "-A", "worker.app", "-b", cl.redis_url,
+                           *args], env=cl.env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def running(cl, box: Box, command: str):
+    job = submit(cl.api, command)
+    tid = f"{job.id}.1"
+    wait_file(box, "started")
+    t = wait_state(cl.api, tid, "Running")
+    wait_until(lambda: cl.api.get_task(tid).pid, 10, "the task's pid")
+    return tid, t.celery_id
+
+
+def assert_canceled_while_running(cl, box: Box, tid: str, code: int = 5, term: bool = True):
+    t = wait_state(cl.api, tid, ["Failed", "Finished", "Canceled"], timeout=30)
+    assert t.state.value == "Failed"
+    assert t.error_message == RUNNING_MSG.format("")
+    assert t.exit_code == code
+    assert box.has("term") == term
+    assert box.alive() == []
+    return t
+
+
+# --- celery control ------------------------------------------------------------------------------
+
+def test_celery_control_terminate_sigterm(cl, box):
+    tid, cid = running(cl, box, box.hold(on_term="exit"))
+    res = celery(cl, "control", "terminate", "SIGTERM", cid)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert_canceled_while_running(cl, box, tid)
+
+
+def test_celery_control_revoke_running_task(cl, box):
+    """A plain revoke of a running attempt is an hpcq cancel of it too (not a no-op)."""
+    tid, cid = running(cl, box, box.hold(on_term="exit"))
+    res = celery(cl, "control", "revoke", cid)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert_canceled_while_running(cl, box, tid)
+
+
+def test_celery_control_terminate_sigkill_is_a_forced_cancel(cl, box):
+    tid, cid = running(cl, box, box.hold(on_term="exit"))
+    t0 = time.time()
+    res = celery(cl, "control", "terminate", "SIGKILL", cid)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert_canceled_while_running(cl, box, tid, code=-9, term=False)
+    assert time.time() - t0 < 10
+
+
+def test_celery_revoke_of_stale_attempt_does_not_touch_new_one(cl, box):
+    """A revoke names one attempt: after a requeue, the old attempt's id must not cancel the
+    new attempt."""
+    tid, old = running(cl, box, box.hold(on_term="exit", first_run_only=False))
+    cl.api.requeue_task(tid)                     # stops attempt 1, queues attempt 2
+    wait_until(lambda: box.runs() == 2, 30, "the second attempt")
+    t = wait_state(cl.api, tid, "Running")
+    assert t.celery_id != old
+    res = celery(cl, "control", "revoke", old)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert stays(lambda: cl.api.get_task(tid).state.value == "Running", 1.0), (
+        f"the stale revoke {old} touched attempt {t.celery_id}: {task_hash(cl.r, tid)}\n"
+        + cl.log("w1@hpcq-cancel")[-3000:])
+    assert len(box.f("term").read_text().splitlines()) == 1
+    box.open_gate()
+    assert wait_state(cl.api, tid, ["Finished", "Failed"]).state.value == "Finished"
+
+
+# --- Flower ------------------------------------------------------------------------------------
+
+class Flower:
+    def __init__(self, cl):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = dict(cl.env, FLOWER_UNAUTHENTICATED_API="true")
+        self.log = open(os.path.join(cl.logdir, "flower.log"), "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.app", "-b", cl.redis_url, "flower",
+             f"--port={self.port}", "--address=127.0.0.1"],
+            env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def request(self, method: str, path: str):
+        req = urllib.request.Request(self.base + path, method=method,
+                                     data=b"" if method == "POST" else None)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                body = resp.read().decode()
+                return resp.status, body
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+        except (urllib.error.URLError, ConnectionError, OSError):
+            return None, ""
+
+    def state(self, celery_id: str):
+        status, body = self.request("GET", f"/api/task/info/{celery_id}")
+        return json.loads(body).get("state") if status == 200 else None
+
+    def wait_state(self, celery_id: str, want: str, timeout: float = 30):
+        wait_until(lambda: self.state(celery_id) == want, timeout,
+                   f"Flower to show {celery_id} as {want} (shows {self.state(celery_id)})")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def flower(cl):
+    f = Flower(cl)
+    try:
+        wait_until(lambda: f.request("GET", "/healthcheck")[0] == 200, 60, "Flower to answer")
+        # Flower only knows the events it received after it subscribed (its /healthcheck
+        # answers before that): run probe tasks until one shows up in Flower as SUCCESS.
+        deadline = time.monotonic() + 60
+        while True:
+            probe = Box(Path(cl.logdir) / f"flower-probe-{time.monotonic_ns()}")
+            job = submit(cl.api, probe.quick())
+            t = wait_state(cl.api, f"{job.id}.1", "Finished")
+            try:
+                f.wait_state(t.celery_id, "SUCCESS", timeout=3)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+        yield f
+    finally:
+        f.stop()
+
+
+def test_flower_terminate_cancels_running_task(cl, box, flower):
+    tid, cid = running(cl, box, box.hold(on_term="exit"))
+    status, body = flower.request("POST", f"/api/task/revoke/{cid}?terminate=true")
+    assert status == 200, body
+    assert cid in json.loads(body)["message"]
+    assert_canceled_while_running(cl, box, tid)
+    flower.wait_state(cid, "FAILURE")            # canceled while running: never SUCCESS
+
+
+def test_flower_revoke_button_cancels_running_task(cl, box, flower):
+    tid, cid = running(cl, box, box.hold(on_term="exit"))
+    status, body = flower.request("POST", f"/api/task/revoke/{cid}?terminate=false")
+    assert status == 200, body
+    assert_canceled_while_running(cl, box, tid)
+    flower.wait_state(cid, "FAILURE")
+
+
+def test_flower_agrees_with_hpcq(cl, boxes, flower):
+    ok, canceled = boxes("ok"), boxes("canceled")
+    job = submit(cl.api, ok.quick())
+    t = wait_state(cl.api, f"{job.id}.1", "Finished")
+    flower.wait_state(t.celery_id, "SUCCESS")
+
+    tid, cid = running(cl, canceled, canceled.hold(on_term="exit"))
+    t = cl.api.cancel_task(tid, message="flower")
+    assert t.state.value == "Failed"
+    flower.wait_state(cid, "FAILURE")
+    assert stays(lambda: flower.state(cid) == "FAILURE", 1.0)
+
+
+def test_revoke_before_start_is_revoked_everywhere(cl, box, flower):
+    """``celery control revoke`` of an attempt sent to a worker that has not started it: hpcq
+    records Canceled (the live worker w1 records the revoke), the command never runs, and
+    Flower shows REVOKED.  Here the late worker learns the revoked id from w1 through Celery's
+    mingle and Celery itself discards the message; see the next test for hpcq's own check."""
+    ghost = "ghost@hpcq-tools"
+    queue = f"hpcq.w.{ghost}"
+    cl.r.hset(f"hpcq:worker:{ghost}", mapping={"slots": 5, "queue": queue})
+    cl.r.zadd("hpcq:workers", {ghost: time.time()})
+    try:
+        job = submit(cl.api, box.quick())
+        tid = f"{job.id}.1"
+        t = wait_state(cl.api, tid, "Dispatching")
+        assert t.node == ghost
+        cid = t.celery_id
+        wait_until(lambda: cl.r.llen(queue) == 1, 10, "the attempt's Celery message")
+
+        res = celery(cl, "control", "revoke", cid)
+        assert res.returncode == 0, res.stdout + res.stderr
+        t = wait_state(cl.api, tid, ["Canceled", "Failed", "Finished"], timeout=10)
+        assert t.state.value == "Canceled"
+        assert t.error_message == QUEUED_MSG.format("")
+
+        cl.start_worker(ghost, concurrency=1)
+        wait_until(lambda: cl.r.llen(queue) == 0, 30, "the worker to take the message")
+        flower.wait_state(cid, "REVOKED")
+        assert stays(lambda: box.runs() == 0 and flower.state(cid) == "REVOKED", 1.0)
+        assert cl.api.get_task(tid).state.value == "Canceled"
+    finally:
+        cl.stop(ghost)
+        cl.r.zrem("hpcq:workers", ghost)
+
+
+def test_flower_shows_revoked_when_hpcq_drops_a_canceled_attempt(redis_server, box):
+    """An attempt canceled while Dispatching, with no live worker to hear the revoke (a cluster
+    of its own, in another Redis database): the worker that later receives the message runs
+    hpcq's start check, drops the attempt without starting the command, and reports it revoked,
+    so Flower shows REVOKED, not SUCCESS."""
+    url = with_db(redis_server, 4)
+    import redis as _redis
+    _redis.Redis.from_url(url).flushdb()
+    with running_cluster(url, workers=(), flush=False,
+                         env={"HPCQ_TASK_CANCEL_GRACE_PERIOD": str(GRACE)}) as c:
+        api = c.scheduler_api()
+        f = Flower(c)
+        try:
+            wait_until(lambda: f.request("GET", "/healthcheck")[0] == 200, 60, "Flower to answer")
+            ghost = "ghost@hpcq-flower"
+            queue = f"hpcq.w.{ghost}"
+            c.r.hset(f"hpcq:worker:{ghost}", mapping={"slots": 1, "queue": queue})
+            c.r.zadd("hpcq:workers", {ghost: time.time()})
+            job = submit(api, box.quick())
+            tid = f"{job.id}.1"
+            cid = wait_state(api, tid, "Dispatching").celery_id
+            wait_until(lambda: c.r.llen(queue) == 1, 10, "the attempt's Celery message")
+            t = api.cancel_task(tid, message="early")
+            assert t.state.value == "Canceled"
+            assert t.error_message == QUEUED_MSG.format("early")
+
+            c.start_worker(ghost, concurrency=1)
+            wait_until(lambda: f"hpcq.run[{cid}] ignored" in c.log(ghost), 30,
+                       "the worker to drop the canceled attempt")
+            f.wait_state(cid, "REVOKED")
+            assert stays(lambda: box.runs() == 0 and f.state(cid) == "REVOKED", 1.0)
+            assert api.get_task(tid).state.value == "Canceled"
+        finally:
+            f.stop()
