@@ -239,6 +239,54 @@ def test_cancel_racing_the_task_own_exit(cl, box):
     print("race outcomes:", outcomes)
 
 
+def test_cancel_right_after_submit_never_runs_a_canceled_task(cl, boxes):
+    """Cancels racing the dispatcher and the worker's start (Queued, Dispatching or just
+    Running): a task that ends Canceled never ran its command; one that ran ends Failed (or
+    Finished, and the cancel was refused)."""
+    results = []
+    for k in range(16):
+        b = boxes(f"r{k}")
+        job = submit(cl.api, b.quick())
+        if k % 4:
+            time.sleep(0.005 * (k % 4))
+        try:
+            t = cl.api.cancel_task(f"{job.id}.1", message="quick")
+        except InvalidState as exc:
+            assert str(exc) == TASK_REFUSED.format("Finished")
+            t = cl.api.get_task(f"{job.id}.1")
+        results.append((b, f"{job.id}.1", t.state.value))
+    time.sleep(0.5)
+    for b, tid, state in results:
+        assert state_of(cl.api, tid) == state
+        if state == "Canceled":
+            assert b.runs() == 0, f"{tid} ran although it was Canceled"
+            assert cl.api.get_task(tid).error_message == QUEUED_MSG.format("quick")
+        elif state == "Failed":
+            assert cl.api.get_task(tid).error_message == RUNNING_MSG.format("quick")
+        else:
+            assert state == "Finished" and b.runs() == 1
+    print("states:", [s for _, _, s in results])
+
+
+def test_cancel_does_not_trigger_fail_on_task_failure(cl, boxes):
+    """A task stopped by a cancel ends Failed, but that is not the task failure that fails a
+    job with fail_on_task_failure: its other tasks go on."""
+    a, b = boxes("a"), boxes("b")
+    job = cl.api.create_job(name="fotf", fail_on_task_failure=True)
+    job.add_task(a.hold())
+    job.add_task(b.hold())
+    job.submit()
+    wait_file(a, "started")
+    wait_file(b, "started")
+    t = job.cancel_task(1, message="just this one")
+    assert t.state.value == "Failed"
+    assert stays(lambda: state_of(cl.api, f"{job.id}.2") == "Running", 0.5)
+    assert cl.api.get_job(job.id).state.value == "Running"
+    assert not b.has("term")
+    b.open_gate()
+    assert wait_state(cl.api, f"{job.id}.2", ["Finished", "Failed", "Canceled"]).state.value == "Finished"
+
+
 def test_second_cancel_accepted_and_force_escalates_during_grace(cl, box):
     job, tid = running(cl, box, box.hold(on_term="ignore"))
     t = cl.api.cancel_task(tid, message="first", grace=30, wait=False)

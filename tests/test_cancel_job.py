@@ -144,6 +144,35 @@ def test_graceful_job_cancel_lets_running_tasks_finish(cl, boxes):
     assert c.runs() == 0                         # nothing new started
 
 
+def test_graceful_job_cancel_with_a_sweep(cl, boxes):
+    """Graceful: the running sweep instance finishes, the instances not started are Canceled and
+    never start, the master ends Canceled."""
+    a, sw = boxes("a"), boxes("sweep")
+    job = cl.api.create_job(name="graceful-sweep")
+    job.add_task(a.hold())
+    job.add_task(sw.script("""echo run >> "$D/runs-$HPCQ_SWEEP_VALUE"
+while [ ! -f "$D/gate" ]; do sleep 0.05; done"""), sweep=(1, 4, 1))
+    job.submit()
+    j, m = job.id, f"{job.id}.2"
+    wait_file(a, "started")
+    wait_state(cl.api, f"{m}.1", "Running")
+    wait_file(sw, "runs-1")
+    job = cl.api.cancel_job(j, message="wind down", graceful=True, wait=False)
+    assert job.state.value == "Canceling"
+    for i in (2, 3, 4):
+        assert state_of(cl.api, f"{m}.{i}") == "Canceled"
+    assert stays(lambda: state_of(cl.api, f"{m}.1") == "Running"
+                 and state_of(cl.api, f"{j}.1") == "Running", 0.5)
+    a.open_gate()
+    sw.open_gate()
+    job = wait_job(cl.api, j, ["Canceled", "Finished", "Failed"])
+    assert job.state.value == "Canceled"
+    assert state_of(cl.api, f"{j}.1") == "Finished"
+    assert state_of(cl.api, f"{m}.1") == "Finished"
+    assert cl.api.get_task(m).state.value == "Canceled"
+    assert not any(sw.has(f"runs-{i}") for i in (2, 3, 4))
+
+
 def test_cancel_configuring_job(cl, box):
     job = cl.api.create_job()
     job.add_task(box.quick())
