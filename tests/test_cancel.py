@@ -188,8 +188,10 @@ def test_cancel_kills_whole_tree_including_setsid_children(cl, box):
     job, tid = running(cl, box, box.tree())
     for name in ("ready-child", "ready-grandchild", "ready-setsid", "ready-daemon"):
         wait_file(box, name)
-    pids = [int(box.f(n).read_text()) for n in ("ready-child", "ready-grandchild", "ready-setsid",
-                                                "ready-daemon")]
+    # psutil.Process remembers each process's start time, so a reused pid is not mistaken
+    # for a survivor
+    tree = [psutil.Process(int(box.f(n).read_text()))
+            for n in ("ready-child", "ready-grandchild", "ready-setsid", "ready-daemon")]
     assert len(box.alive()) >= 5                # the script + four python processes (+ shells)
     t0 = time.time()
     t = cl.api.cancel_task(tid, message="tree", grace=1.0)
@@ -199,9 +201,9 @@ def test_cancel_kills_whole_tree_including_setsid_children(cl, box):
     # the moment the task is Failed, nothing of it is alive
     left = box.alive()
     assert left == [], f"processes of a Failed task survive: {[p.pid for p in left]}"
-    for pid in pids:
+    for p in tree:
         try:
-            assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, f"pid {pid} survives"
+            assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE, f"pid {p.pid} survives"
         except psutil.NoSuchProcess:
             pass
     assert box.has("term")

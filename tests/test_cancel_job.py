@@ -89,6 +89,20 @@ def test_forced_job_cancel_skips_grace(cl, boxes):
     assert stays(lambda: c.runs() == 0, 0.5)
 
 
+def test_job_cancel_with_per_cancel_grace(cl, box):
+    job = build(cl, (box.hold(on_term="ignore"), {}))
+    wait_file(box, "started")
+    wait_state(cl.api, f"{job.id}.1", "Running")
+    t0 = time.time()
+    job = cl.api.cancel_job(job.id, message="short grace", grace=1.0)
+    elapsed = time.time() - t0
+    assert job.state.value == "Canceled"
+    assert 0.5 <= elapsed < 5, f"killed after {elapsed:.2f}s, grace 1 s"
+    task = cl.api.get_task(f"{job.id}.1")
+    assert task.exit_code == -9 and box.has("term")
+    assert box.alive() == []
+
+
 def test_forced_job_cancel_with_a_sweep(cl, box):
     job = cl.api.create_job(name="job-sweep")
     job.add_task(box.script("""trap 'exit 5' TERM
