@@ -449,6 +449,36 @@ def test_cancel_sweep_master(cl, box):
     assert str(exc.value) == TASK_REFUSED.format("Canceled")
 
 
+def test_force_on_a_canceling_sweep_master_escalates(cl, box):
+    job = cl.api.create_job(name="sweep-escalate")
+    job.add_task(box.script("""trap 'date +%s.%N >> "$D/term-$HPCQ_SWEEP_VALUE"' TERM
+echo run >> "$D/runs-$HPCQ_SWEEP_VALUE"
+while [ ! -f "$D/gate" ]; do sleep 0.05; done"""), sweep=(1, 5, 1))
+    job.submit()
+    m = f"{job.id}.1"
+    for i in (1, 2):
+        wait_state(cl.api, f"{m}.{i}", "Running")
+        wait_file(box, f"runs-{i}")
+    t = cl.api.cancel_task(m, message="slow", grace=30, wait=False)
+    assert t.state.value == "Canceling"
+    for i in (1, 2):
+        wait_file(box, f"term-{i}")
+        assert state_of(cl.api, f"{m}.{i}") == "Canceling"
+    t0 = time.time()
+    t = cl.api.cancel_task(m, force=True)
+    assert time.time() - t0 < 3.0
+    assert t.state.value == "Canceled"
+    assert t.error_message == QUEUED_MSG.format("slow")
+    for i in (1, 2):
+        ti = cl.api.get_task(f"{m}.{i}")
+        assert ti.state.value == "Failed" and ti.exit_code == -9
+        assert ti.error_message == RUNNING_MSG.format("slow")
+    for i in (3, 4, 5):
+        assert state_of(cl.api, f"{m}.{i}") == "Canceled"
+    assert box.alive() == []
+    assert stays(lambda: not any(box.has(f"runs-{i}") for i in (3, 4, 5)), 0.5)
+
+
 def test_cancel_one_sweep_instance(cl, box):
     job = cl.api.create_job(name="sweep-instance")
     job.add_task(sweep_script(box, quick_upto=0), sweep=(1, 4, 1))

@@ -103,6 +103,24 @@ def test_job_cancel_with_per_cancel_grace(cl, box):
     assert box.alive() == []
 
 
+def test_force_on_a_canceling_job_escalates(cl, box):
+    job = build(cl, (box.hold(on_term="ignore"), {}))
+    wait_file(box, "started")
+    wait_state(cl.api, f"{job.id}.1", "Running")
+    job = cl.api.cancel_job(job.id, message="slow", grace=30, wait=False)
+    assert job.state.value == "Canceling"
+    wait_file(box, "term")
+    assert stays(lambda: cl.api.get_job(job.id).state.value == "Canceling", 0.3)
+    t0 = time.time()
+    job = cl.api.cancel_job(job.id, message="now", force=True)
+    assert time.time() - t0 < 3.0
+    assert job.state.value == "Canceled"
+    assert job.error_message == "slow"            # the cancel that started it
+    task = cl.api.get_task(f"{job.id}.1")
+    assert task.state.value == "Failed" and task.exit_code == -9
+    assert box.alive() == []
+
+
 def test_forced_job_cancel_with_a_sweep(cl, box):
     job = cl.api.create_job(name="job-sweep")
     job.add_task(box.script("""trap 'exit 5' TERM

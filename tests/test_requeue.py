@@ -103,6 +103,24 @@ def test_requeue_running_task_cancels_then_runs_again(cl, box):
     wait_job(cl.api, job.id, "Finished")
 
 
+def test_requeue_canceling_task(cl, box):
+    """Requeue during a cancel's grace period: queued again once its processes are gone."""
+    job = build(cl, (box.hold(on_term="ignore", first_run_only=True), {}))
+    tid = f"{job.id}.1"
+    wait_file(box, "started")
+    wait_state(cl.api, tid, "Running")
+    cl.api.cancel_task(tid, message="first", grace=1.0, wait=False)
+    wait_file(box, "term")
+    assert state_of(cl.api, tid) == "Canceling"
+    cl.api.requeue_task(tid)
+    # (the API returns at once here: the attempt being stopped is not one it stops itself)
+    t = wait_state(cl.api, tid, ["Finished", "Failed", "Canceled"])
+    assert t.state.value == "Finished"
+    assert t.requeue_count == 1
+    assert box.runs() == 2
+    assert box.alive() == []
+
+
 def test_requeue_refusals_change_nothing(cl, boxes):
     ok, once = boxes("ok"), boxes("once")
     job = build(cl, (ok.quick(), {}), (once.quick(9), {"is_rerunnable": False}))
@@ -220,6 +238,33 @@ def test_requeue_canceled_job(cl, boxes):
         task = cl.api.get_task(f"{j}.{t}")
         assert task.state.value == "Finished"
         assert task.requeue_count == 1
+
+
+def test_requeue_canceled_job_with_a_sweep(cl, box):
+    """A job cancel cut the sweep (running instances Failed, the rest Canceled without being
+    started); the job requeue runs every instance again."""
+    job = cl.api.create_job(name="sweep-job-requeue")
+    job.add_task(box.script("""echo run >> "$D/runs-$HPCQ_SWEEP_VALUE"
+if [ -f "$D/round2" ]; then exit 0; fi
+trap 'exit 5' TERM
+while [ ! -f "$D/gate" ]; do sleep 0.05; done"""), sweep=(1, 5, 1))
+    job.submit()
+    m = f"{job.id}.1"
+    for i in (1, 2):
+        wait_file(box, f"runs-{i}")
+        wait_state(cl.api, f"{m}.{i}", "Running")
+    job = cl.api.cancel_job(job.id, message="cut")
+    assert job.state.value == "Canceled"
+    assert [state_of(cl.api, f"{m}.{i}") for i in range(1, 6)] == ["Failed"] * 2 + ["Canceled"] * 3
+
+    box.f("round2").touch()
+    job = cl.api.requeue_job(job.id)
+    job = wait_job(cl.api, job.id, ["Finished", "Failed", "Canceled"])
+    assert job.state.value == "Finished"
+    assert cl.api.get_task(m).state.value == "Finished"
+    assert [state_of(cl.api, f"{m}.{i}") for i in range(1, 6)] == ["Finished"] * 5
+    runs = [len(box.f(f"runs-{i}").read_text().splitlines()) for i in range(1, 6)]
+    assert runs == [2, 2, 1, 1, 1]
 
 
 def test_requeue_running_job(cl, boxes):
