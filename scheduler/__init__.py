@@ -5,7 +5,7 @@
 """
 
 from .client import Job, Scheduler, Task
-from .errors import (HpcqError, InvalidId, InvalidInput, InvalidState, NotFound,
+from .errors import (CancelMessageTooLong, HpcqError, InvalidId, InvalidInput, InvalidState, NotFound,
                      RedisUnavailable, WaitTimeout)
 from .ids import TaskId
 from .model import Priority
@@ -14,4 +14,4 @@ from .states import JobState, TaskState
 
 __all__ = ["Scheduler", "Job", "Task", "TaskId", "Priority", "JobState", "TaskState",
            "Settings", "get_settings", "HpcqError", "NotFound", "InvalidId", "InvalidInput",
-           "InvalidState", "RedisUnavailable", "WaitTimeout"]
+           "InvalidState", "RedisUnavailable", "WaitTimeout", "CancelMessageTooLong"]

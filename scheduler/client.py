@@ -11,10 +11,10 @@ import time
 from typing import Callable, Iterator
 
 from . import sweep
-from .errors import InvalidState, NotFound, WaitTimeout
+from .errors import InvalidInput, InvalidState, NotFound, WaitTimeout
 from .ids import TaskId, parse_job_id
 from .model import JobSpec, Msg, Priority, TaskSpec, check_cancel_message, resolve_dependencies
-from .records import JobView, TaskView
+from .records import JobView, TaskView, instance_record
 from .settings import Settings, get_settings
 from .states import JOB_END, TASK_END, JobState, TaskState
 from .store import Store
@@ -23,6 +23,8 @@ from .transport import make_celery, parse_celery_id, publish_revokes
 #: Queue score bands: higher priority sorts first, then submission order.
 BAND = 1 << 45
 POLL = 0.05
+#: Records read per pipelined round trip when listing.
+BATCH = 1000
 
 
 def _band(priority: Priority) -> int:
@@ -40,7 +42,10 @@ class Scheduler:
     @classmethod
     def connect(cls, url: str | None = None, **settings) -> "Scheduler":
         cfg = get_settings(redis_url=url, **settings)
-        store = Store(cfg.redis_url)
+        try:
+            store = Store(cfg.redis_url)
+        except ValueError as exc:  # redis-py's verdict on a malformed URL
+            raise InvalidInput(f"invalid Redis URL {cfg.redis_url!r}: {exc}") from None
         store.ping()
         return cls(store, cfg)
 
@@ -70,7 +75,6 @@ class Scheduler:
         if job.runtime:
             for n, s in enumerate(specs, 1):
                 if s.runtime and s.runtime > job.runtime:
-                    from .errors import InvalidInput
                     raise InvalidInput(f"task {job.id}.{n}'s runtime is greater than the job's runtime")
         self.store.submit(job.id, _band(job.priority), resolve_dependencies(specs))
         job.refresh()
@@ -80,11 +84,13 @@ class Scheduler:
         job_id = parse_job_id(job_id)
         return Job(self, job_id, self.store.job(job_id))
 
-    def get_job_list(self, state=None, all: bool = True) -> list["Job"]:
+    def get_job_list(self, state=None, owner: str | None = None) -> list["Job"]:
+        """Jobs, oldest first; ``state`` one state or several, ``owner`` a user name."""
         ids = self.store.job_ids()
         wanted = {JobState(s) for s in ([state] if isinstance(state, str) else state or [])}
         jobs = [Job(self, j, rec) for j, rec in zip(ids, self.store.jobs(ids)) if rec]
-        return [j for j in jobs if not wanted or j.state in wanted]
+        return [j for j in jobs
+                if (not wanted or j.state in wanted) and (owner is None or j.owner == owner)]
 
     def cancel_job(self, job_id, message: str | None = None, force: bool = False,
                    graceful: bool = False, wait: bool = True, timeout: float | None = None,
@@ -92,7 +98,6 @@ class Scheduler:
         job = self.get_job(job_id)
         message = check_cancel_message(message)
         if force and graceful:
-            from .errors import InvalidInput
             raise InvalidInput("a cancel cannot be both forced and graceful")
         _, revokes = self.store.cancel_job(
             job.id, Msg.canceled_by_user.format(message),
@@ -125,15 +130,7 @@ class Scheduler:
         master = self.store.task(tid.master)
         if master is None or "total" not in master or tid.instance > int(master["total"]):
             raise NotFound(f"task {tid} does not exist")
-        rec = self.store.task(tid)
-        if rec is None:  # not dispatched yet: Queued, or Canceled if the master cut it off
-            cut = master.get("cut")
-            rec = {"state": "Canceled" if cut is not None and tid.instance > int(cut) else "Queued",
-                   "requeue_count": "0"}
-            if rec["state"] == "Canceled":
-                rec["error"] = master.get("error", "")
-        rec["_master"] = master
-        return rec
+        return instance_record(master, tid, self.store.task(tid))
 
     def cancel_task(self, task_id, message: str | None = None, force: bool = False,
                     wait: bool = True, timeout: float | None = None,
@@ -224,17 +221,22 @@ class Job(JobView):
         return [t for t in self.iter_tasks(expand) if not wanted or t.state in wanted]
 
     def iter_tasks(self, expand: bool = False) -> Iterator["Task"]:
+        """Every task in order; with ``expand`` each sweep's instances instead of its master.
+        Reads in pipelined batches, so a million-instance sweep streams in flat memory."""
+        store = self.scheduler.store
         n = int(self.refresh().record.get("ntasks", 0))
-        tids = [TaskId(self.id, t) for t in range(1, n + 1)]
-        for tid, rec in zip(tids, self.scheduler.store.tasks(tids)):
-            task = Task(self.scheduler, tid, rec)
-            if not (expand and task.is_sweep):
-                yield task
-                continue
-            for first in range(1, task.instances + 1, 1000):
-                ids = [TaskId(tid.job, tid.task, i) for i in range(first, min(first + 1000, task.instances + 1))]
-                for iid in ids:
-                    yield self.scheduler.get_task(iid)
+        for first in range(1, n + 1, BATCH):
+            tids = [TaskId(self.id, t) for t in range(first, min(first + BATCH, n + 1))]
+            for tid, rec in zip(tids, store.tasks(tids)):
+                task = Task(self.scheduler, tid, rec)
+                if not (expand and task.is_sweep):
+                    yield task
+                    continue
+                for lo in range(1, task.instances + 1, BATCH):
+                    ids = [TaskId(tid.job, tid.task, i)
+                           for i in range(lo, min(lo + BATCH, task.instances + 1))]
+                    for iid, irec in zip(ids, store.tasks(ids)):
+                        yield Task(self.scheduler, iid, instance_record(rec, iid, irec or None))
 
     def cancel_task(self, task_id, message=None, force=False, **kw) -> "Task":
         return self.scheduler.cancel_task(self.get_task(task_id).id, message, force, **kw)

@@ -33,12 +33,16 @@ class Dispatcher:
         self.stopping = threading.Event()
         self.leading = False
         self.live: set[str] = set()
+        self.reclaim_at = 0.0
 
     def tick(self) -> int:
         """A full pass: expire job runtimes, then fill every live worker's free slots."""
         now = time.time()
         for job_id in self.store.due_jobs(now):
             self.expire_job(job_id)
+        if now >= self.reclaim_at:
+            self.reclaim()
+            self.reclaim_at = now + self.settings.worker_timeout
         sent = 0
         workers = self.store.live_workers(now - self.settings.worker_timeout)
         self.live = {name for name, _, _ in workers}
@@ -53,6 +57,22 @@ class Dispatcher:
         for task_id, token, celery_id in attempts:
             send_attempt(self.celery, worker, task_id, token, celery_id)
         return len(attempts)
+
+    def reclaim(self) -> None:
+        """Tasks sent to a worker that stopped or fell silent, and never started, go back to the
+        queue (the old message, if ever consumed, fails the token check).  Tasks that were
+        already running there are left alone: their processes may still be alive."""
+        silent = time.time() - 3 * self.settings.worker_timeout
+        for name in self.store.dead_workers(silent):
+            stranded = self.store.worker_tasks(name)
+            for rec_id, rec in zip(stranded, self.store.tasks(stranded)):
+                if rec.get("state") == "Dispatching":
+                    self.store.finish(rec_id, rec.get("token", ""), "lost", None,
+                                      Msg.worker_lost.format(name), "", 0, 0, 0,
+                                      Msg.job_failed_on_task, Msg.stopped_by_job_failure)
+                    log.info("task %s: worker %s is gone; queued again", rec_id, name)
+            if not self.store.worker_tasks(name):
+                self.store.forget_worker(name)
 
     def expire_job(self, job_id: int) -> None:
         msg = Msg.job_runtime_expired

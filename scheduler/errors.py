@@ -25,6 +25,12 @@ class InvalidInput(HpcqError):
     exit_code = 2
 
 
+class CancelMessageTooLong(InvalidInput):
+    """HPC Pack's Operation_CancelMessageIsTooLong: the cancel is refused (exit 1), not misused."""
+
+    exit_code = 1
+
+
 class InvalidState(HpcqError):
     """The operation is not allowed in the object's current state; nothing was changed."""
 

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import sweep
-from .errors import InvalidInput
+from .errors import CancelMessageTooLong, InvalidInput
 
 
 class Priority(enum.IntEnum):
@@ -57,7 +57,7 @@ class Msg:
 def check_cancel_message(message: str | None) -> str:
     message = "" if message is None else str(message)
     if len(message) > MAX_CANCEL_MESSAGE:
-        raise InvalidInput(Msg.message_too_long)
+        raise CancelMessageTooLong(Msg.message_too_long)
     return message
 
 

@@ -20,6 +20,23 @@ def _i(v):
     return None if v in (None, "") else int(v)
 
 
+def instance_record(master: dict, tid: TaskId, rec: dict | None) -> dict:
+    """A sweep instance's record joined to its master's.  One not dispatched yet has no record of
+    its own: it is in its master's state before the sweep is queued, Queued after, and Canceled
+    once a cancel of the master cut it off."""
+    if rec is None:
+        cut = master.get("cut")
+        if cut is not None and tid.instance > int(cut):
+            rec = {"state": "Canceled", "error": master.get("error", "")}
+        elif master.get("state") in ("Configuring", "Submitted", "Validating"):
+            rec = {"state": master["state"]}
+        else:
+            rec = {"state": "Queued"}
+        rec["requeue_count"] = "0"
+    rec["_master"] = master
+    return rec
+
+
 class JobView:
     def __init__(self, job_id: int, record: dict):
         self.id = job_id
@@ -121,7 +138,9 @@ class TaskView:
             return {}
         counts = {s.value: int(self.record.get(f"i:{s.value}") or 0) for s in TaskState}
         if "cut" not in self.record:  # a cancel's cut makes the rest Canceled (counted already)
-            counts["Queued"] += (self.instances - int(self.record.get("next") or 0)
+            implicit = self.state.value if self.state in (
+                TaskState.Configuring, TaskState.Submitted, TaskState.Validating) else "Queued"
+            counts[implicit] += (self.instances - int(self.record.get("next") or 0)
                                  - int(self.record.get("pre") or 0))
         return {k: v for k, v in counts.items() if v}
 

@@ -172,7 +172,18 @@ class Store:
         self._do(self.redis.zadd, keys.WORKERS, {name: time.time()})
 
     def unregister_worker(self, name: str) -> None:
-        self._do(self.redis.zrem, keys.WORKERS, name)
+        """Marks the worker gone (heartbeat 0): no new tasks, and the scheduler reclaims what
+        was sent to it but never started."""
+        self._do(self.redis.zadd, keys.WORKERS, {name: 0})
+
+    def dead_workers(self, before: float) -> list[str]:
+        return self._do(self.redis.zrangebyscore, keys.WORKERS, 0, before)
+
+    def forget_worker(self, name: str) -> None:
+        pipe = self.redis.pipeline()
+        pipe.zrem(keys.WORKERS, name)
+        pipe.delete(keys.worker(name))
+        self._do(pipe.execute)
 
     def live_workers(self, since: float) -> list[tuple[str, int, int]]:
         """(name, slots, busy) of every worker heard from since ``since``."""

@@ -174,7 +174,7 @@ class Attempt:
                     supervisor.kill_all(pid, keep)
                     kill_at = None
                 keep = None if status is not None else pid
-                if stopping and status is not None and not supervisor.descendants():
+                if stopping and status is not None and supervisor.gone():
                     break
         finally:
             w.close()

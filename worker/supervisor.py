@@ -92,10 +92,22 @@ def signal_tree(pgid: int | None, sig: int, keep: int | None = None) -> int:
     return len(procs)
 
 
+def gone(keep: int | None = None) -> bool:
+    """True once no process of the tree is left.  A process that exits while we walk the tree
+    hands its children to us (the subreaper) only as it exits, so one walk can miss them: it
+    takes two empty walks in a row to be sure."""
+    if descendants(keep):
+        return False
+    time.sleep(0.01)
+    return not descendants(keep)
+
+
 def kill_all(pgid: int | None, keep: int | None = None, deadline: float = 5.0) -> None:
-    """SIGKILL until nothing of the tree is left (a process may fork while we kill)."""
+    """SIGKILL until nothing of the tree is left (a process may fork or exit while we kill)."""
     end = time.monotonic() + deadline
-    while signal_tree(pgid, signal.SIGKILL, keep) and time.monotonic() < end:
+    empty = 0
+    while empty < 2 and time.monotonic() < end:
+        empty = empty + 1 if signal_tree(pgid, signal.SIGKILL, keep) == 0 else 0
         time.sleep(0.01)
 
 

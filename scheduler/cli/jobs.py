@@ -14,7 +14,6 @@ from ..states import JobState
 from . import common, render
 from .common import json_option, redis_option
 from .progress import wait_for_job
-from .sweeps import iter_job_tasks
 
 JOB_NEW_OPTIONS = ("name", "priority", "fail_on_task_failure", "runtime")
 TASK_OPTIONS = ("task_name", "workdir", "env", "stdin", "stdout", "stderr", "task_runtime",
@@ -217,9 +216,7 @@ def job_list(state, all_, user, as_json):
         wanted = {JobState.Queued, JobState.Running}
     if user is None:
         user = "*" if all_ else getpass.getuser()
-    jobs = common.connect().get_job_list()
-    jobs = [j for j in jobs if (wanted is None or j.state in wanted)
-            and (user == "*" or j.owner == user)]
+    jobs = common.connect().get_job_list(state=wanted, owner=None if user == "*" else user)
     if as_json:
         render.emit_json([j.to_dict() for j in jobs])
     else:
@@ -236,7 +233,7 @@ def job_listtasks(job, expand, state, as_json):
     """List a job's tasks (sweep instances too with --expand)."""
     wanted = common.parse_task_states(state)
     j = common.connect().get_job(job)
-    tasks = (t for t in iter_job_tasks(j, expand) if wanted is None or t.state in wanted)
+    tasks = (t for t in j.iter_tasks(expand) if wanted is None or t.state in wanted)
     if as_json:
         render.emit_json_stream(t.to_dict() for t in tasks)
     else:

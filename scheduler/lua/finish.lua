@@ -18,7 +18,8 @@ local to, msg, requeue = 'Failed', err, v[4] == '1'
 if st == 'Canceling' then
   msg = v[3]
 elseif outcome == 'lost' then
-  if rerunnable then to = 'Queued' end
+  -- an attempt that never started is always safe to queue again
+  if rerunnable or st == 'Dispatching' then to = 'Queued' end
 elseif exit_code == '0' and err == '' then
   to, msg = 'Finished', ''
 end
