@@ -52,6 +52,29 @@ def test_cancel_configuring_task(cl, box):
     assert box.runs() == 0
 
 
+def test_job_with_a_task_canceled_while_configuring_can_be_submitted(cl, boxes):
+    """A task canceled while its job is Configuring stays Canceled.  Submitting the job then
+    either works (the canceled task never runs, the others do) or is refused and changes
+    nothing; it must not leave the job half-submitted."""
+    gone, kept = boxes("gone"), boxes("kept")
+    job = cl.api.create_job(name="configuring-cancel")
+    job.add_task(gone.quick())
+    job.add_task(kept.quick())
+    cl.api.cancel_task(f"{job.id}.1", message="drop")
+    before = job_hash(cl.r, job.id), task_hash(cl.r, f"{job.id}.1"), task_hash(cl.r, f"{job.id}.2")
+    try:
+        job.submit()
+    except (InvalidState, InvalidInput) as exc:
+        after = job_hash(cl.r, job.id), task_hash(cl.r, f"{job.id}.1"), task_hash(cl.r, f"{job.id}.2")
+        assert after == before, f"the refused submit ({exc}) changed the job: {after[0]}"
+        return
+    assert wait_state(cl.api, f"{job.id}.2", ["Finished", "Failed"]).state.value == "Finished"
+    t1 = cl.api.get_task(f"{job.id}.1")
+    assert t1.state.value == "Canceled"
+    assert t1.error_message == QUEUED_MSG.format("drop")
+    assert stays(lambda: gone.runs() == 0, 0.5)
+
+
 def test_cancel_queued_task_never_starts(cl, boxes):
     blockers = fill_slots(cl, boxes("blocker"))
     target = boxes("target")

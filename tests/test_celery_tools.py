@@ -192,6 +192,22 @@ def test_flower_agrees_with_hpcq(cl, boxes, flower):
     assert stays(lambda: flower.state(cid) == "FAILURE", 1.0)
 
 
+def test_flower_attempt_stopped_by_a_requeue_is_not_success(cl, box, flower):
+    """Requeue of a running task stops its attempt (SIGTERM, exit 5; hpcq records it Failed,
+    then queues the task again).  Flower must not show that stopped attempt as SUCCESS."""
+    tid, cid = running(cl, box, box.hold(on_term="exit", first_run_only=True))
+    cl.api.requeue_task(tid)
+    t = wait_state(cl.api, tid, ["Finished", "Failed"])
+    assert t.state.value == "Finished" and t.celery_id != cid
+    assert box.has("term") and box.runs() == 2
+    flower.wait_state(t.celery_id, "SUCCESS")     # Flower has seen the later attempt's events
+    ready = ("SUCCESS", "FAILURE", "REVOKED")
+    wait_until(lambda: flower.state(cid) in ready, 30, f"Flower to show an outcome for {cid}")
+    time.sleep(0.5)                              # a REVOKED may still be overridden
+    assert flower.state(cid) in ("FAILURE", "REVOKED"), (
+        f"the attempt stopped by the requeue shows as {flower.state(cid)} in Flower")
+
+
 def test_revoke_before_start_is_revoked_everywhere(cl, box, flower):
     """``celery control revoke`` of an attempt sent to a worker that has not started it: hpcq
     records Canceled (the live worker w1 records the revoke), the command never runs, and
