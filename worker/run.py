@@ -220,8 +220,9 @@ class Attempt:
             Msg.job_failed_on_task, Msg.stopped_by_job_failure)
         if revokes:
             publish_revokes(app, revokes)
-        if state == "Failed":
-            raise TaskFailed(message or error or "failed")
+        if state != "Finished":
+            # Failed, stopped for a requeue, lost, or superseded: never a Celery SUCCESS.
+            raise TaskFailed(message or error or f"the attempt ended {state}")
         return {"task": self.task_id, "state": state, "exit_code": code}
 
 

@@ -11,6 +11,13 @@ end
 if num(redis.call('HGET', jk, 'ntasks')) ~= n then
   fail('RETRY', 'job ' .. j .. ' changed while it was being submitted')
 end
+-- A task canceled while Configuring stays Canceled; every other task must be Configuring.
+for t = 1, n do
+  local tst = redis.call('HGET', k_task(j .. '.' .. t), 'state')
+  if tst ~= 'Configuring' and tst ~= 'Canceled' then
+    fail('STATE', 'task ' .. j .. '.' .. t .. ' is ' .. tostring(tst) .. ', not Configuring')
+  end
+end
 local ts = now()
 local seq = redis.call('INCRBY', PREFIX .. ':seq', n) - n
 for _, s in ipairs({'Submitted', 'Validating', 'Queued'}) do
@@ -20,17 +27,22 @@ redis.call('HSET', jk, 'submit_time', ts)
 for t = 1, n do
   local id = j .. '.' .. t
   local tk = k_task(id)
-  for _, s in ipairs({'Submitted', 'Validating', 'Queued'}) do
-    task_move(id, redis.call('HGET', tk, 'state'), s, ts)
-  end
   local deps = ARGV[3 + t]
-  local nwait = 0
-  for d in string.gmatch(deps, '%d+') do
-    redis.call('SADD', k_rdeps(j .. '.' .. d), t)
-    nwait = nwait + 1
+  redis.call('HSET', tk, 'submit_time', ts, 'score', band + seq + t, 'deps', deps)
+  if redis.call('HGET', tk, 'state') == 'Configuring' then
+    for _, s in ipairs({'Submitted', 'Validating', 'Queued'}) do
+      task_move(id, redis.call('HGET', tk, 'state'), s, ts)
+    end
+    local nwait = 0
+    for d in string.gmatch(deps, '%d+') do
+      if not TASK_END[redis.call('HGET', k_task(j .. '.' .. d), 'state')] then
+        redis.call('SADD', k_rdeps(j .. '.' .. d), t)
+        nwait = nwait + 1
+      end
+    end
+    redis.call('HSET', tk, 'nwait', nwait)
+    if nwait > 0 then redis.call('SADD', k_waiting(j), t) else enqueue(id) end
   end
-  redis.call('HSET', tk, 'submit_time', ts, 'score', band + seq + t, 'deps', deps, 'nwait', nwait)
-  if nwait > 0 then redis.call('SADD', k_waiting(j), t) else enqueue(id) end
 end
 job_refresh(j, ts)
 wakeup()
