@@ -151,10 +151,11 @@ class Scheduler:
     def requeue_task(self, task_id, wait: bool = True, timeout: float | None = None) -> "Task":
         tid = TaskId.parse(task_id)
         self.get_job(tid.job)
-        _, revokes = self.store.requeue_task(tid, Msg.canceled_during_execution.format("Requeued."))
+        state, revokes = self.store.requeue_task(tid, Msg.canceled_during_execution.format("Requeued."))
         self.publish(revokes)
-        if wait:
-            self._wait_requeued(revokes, timeout)
+        if wait and state == TaskState.Canceling:  # queued again once its processes are gone
+            self._wait(lambda: self.get_task(tid).state != TaskState.Canceling,
+                       self._cancel_timeout(timeout, None), f"task {tid} to be requeued")
         return self.get_task(tid)
 
     # --- helpers --------------------------------------------------------------------------
