@@ -12,26 +12,15 @@ import os
 import subprocess
 
 import redis
-from celery import Celery
+from scheduler.transport import make_celery
 
 URL = os.environ.get("BARE_CELERY_REDIS_URL", "redis://127.0.0.1:6379/0")
 COUNTER = "bench:bare:done"
 QUEUE = "bare"
 
-app = Celery("bare", broker=URL, set_as_current=False)
-app.conf.update(
-    task_serializer="json",
-    accept_content=["json"],
-    result_serializer="json",
-    result_backend=None,
-    task_ignore_result=True,
-    task_send_sent_event=True,
-    worker_send_task_events=True,
-    worker_prefetch_multiplier=1,
-    worker_hijack_root_logger=False,
-    broker_connection_retry_on_startup=True,
-    task_default_queue=QUEUE,
-)
+# The very configuration hpcq's own workers use, so the comparison is like for like.
+app = make_celery(URL)
+app.conf.update(task_default_queue=QUEUE)
 
 
 @functools.cache

@@ -18,6 +18,7 @@ import psutil
 import redis
 
 from cluster import Cluster
+from helpers import describe
 
 MARKER_VAR = "HPCQ_TEST_MARKER"
 
@@ -65,16 +66,6 @@ def marked_processes(marker: str) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass
     return found
-
-
-def describe(procs) -> str:
-    lines = []
-    for p in procs:
-        try:
-            lines.append(f"  pid {p.pid}: {' '.join(p.cmdline())[:200]}")
-        except psutil.Error:
-            lines.append(f"  pid {p.pid}: (gone)")
-    return "\n".join(lines)
 
 
 def assert_no_leftovers(marker: str, timeout: float = 10.0, extra=()) -> None:
