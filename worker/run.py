@@ -111,7 +111,7 @@ class Attempt:
         wd = spec.get("work_dir") or None
         if wd and not os.path.isdir(wd):
             raise FileNotFoundError(2, "No such directory", wd)
-        stdin = files.enter_context(open(sub("stdin"), "rb")) if spec.get("stdin") else subprocess.DEVNULL
+        stdin = files.enter_context(open(self._path(sub("stdin"), wd), "rb")) if spec.get("stdin") else subprocess.DEVNULL
         out = None
         if not spec.get("stdout") or not spec.get("stderr"):
             out = files.enter_context(tempfile.TemporaryFile())
