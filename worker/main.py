@@ -7,6 +7,8 @@ import os
 import socket
 import sys
 
+from celery.utils.nodenames import default_nodename, host_format
+
 from scheduler import keys
 from scheduler.settings import Settings
 
@@ -21,7 +23,9 @@ def celery_argv(concurrency: int, hostname: str) -> list[str]:
 def run_worker(settings: Settings, concurrency: int | None = None, hostname: str | None = None) -> None:
     os.environ["HPCQ_REDIS_URL"] = settings.redis_url
     concurrency = concurrency or os.cpu_count() or 2
-    hostname = hostname or f"worker@{socket.gethostname()}"
+    # Celery's own rule (``w1`` -> ``celery@w1``, ``%h`` expanded), so the name the worker
+    # registers is the one its queue is named after.
+    hostname = host_format(default_nodename(hostname or f"worker@{socket.gethostname()}"))
     from .app import app  # after HPCQ_REDIS_URL is set: the app reads it at import
     app.worker_main(celery_argv(concurrency, hostname))
     sys.exit(0)
