@@ -10,7 +10,6 @@ import getpass
 import time
 from typing import Callable, Iterator
 
-from . import sweep
 from .errors import InvalidInput, InvalidState, NotFound, WaitTimeout
 from .ids import TaskId, parse_job_id
 from .model import JobSpec, Msg, Priority, TaskSpec, check_cancel_message, resolve_dependencies
