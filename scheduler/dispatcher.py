@@ -59,19 +59,24 @@ class Dispatcher:
         return len(attempts)
 
     def reclaim(self) -> None:
-        """Tasks sent to a worker that stopped or fell silent, and never started, go back to the
-        queue (the old message, if ever consumed, fails the token check).  Tasks that were
-        already running there are left alone: their processes may still be alive."""
-        silent = time.time() - 3 * self.settings.worker_timeout
-        for name in self.store.dead_workers(silent):
+        """Attempts that never started go back to the queue when their worker stopped or fell
+        silent, or when they sat Dispatching past ``dispatch_timeout`` (a scheduler killed
+        between marking a task Dispatching and sending its message).  The old message, if it is
+        ever consumed, fails the token check, so this is always safe.  Attempts already running
+        on a silent worker are left alone: their processes may still be alive."""
+        now = time.time()
+        silent = set(self.store.dead_workers(now - 3 * self.settings.worker_timeout))
+        for name in silent | self.live:
             stranded = self.store.worker_tasks(name)
-            for rec_id, rec in zip(stranded, self.store.tasks(stranded)):
-                if rec.get("state") == "Dispatching":
-                    self.store.finish(rec_id, rec.get("token", ""), "lost", None,
-                                      Msg.worker_lost.format(name), "", 0, 0, 0,
+            for tid, rec in zip(stranded, self.store.tasks(stranded)):
+                sent = float(rec.get("dispatch_time") or 0)
+                if rec.get("state") == "Dispatching" and (
+                        name in silent or now - sent > self.settings.dispatch_timeout):
+                    self.store.finish(tid, rec.get("token", ""), "lost", None,
+                                      Msg.never_started.format(name), "", 0, 0, 0,
                                       Msg.job_failed_on_task, Msg.stopped_by_job_failure)
-                    log.info("task %s: worker %s is gone; queued again", rec_id, name)
-            if not self.store.worker_tasks(name):
+                    log.info("task %s never started on %s; queued again", tid, name)
+            if name in silent and not self.store.worker_tasks(name):
                 self.store.forget_worker(name)
 
     def expire_job(self, job_id: int) -> None:

@@ -52,6 +52,7 @@ class Msg:
     killed = "The task was killed by signal {}."
     worker_lost = "Node {} became unreachable while the task ran."
     worker_stopped = "The worker {} was stopped while the task ran."
+    never_started = "The task was sent to {} but never started there; it was queued again."
 
 
 def check_cancel_message(message: str | None) -> str:

@@ -29,6 +29,8 @@ class Settings:
     #: Workers heartbeat this often; one silent for worker_timeout is not given new tasks.
     heartbeat_interval: float = field(default_factory=lambda: _env("heartbeat_interval", 2.0, float))
     worker_timeout: float = field(default_factory=lambda: _env("worker_timeout", 10.0, float))
+    #: An attempt sent to a worker but not started after this long is queued again.
+    dispatch_timeout: float = field(default_factory=lambda: _env("dispatch_timeout", 60.0, float))
     #: The dispatch lease: a scheduler that stops renewing loses it after this many seconds.
     lease_ttl: float = field(default_factory=lambda: _env("lease_ttl", 5.0, float))
     #: Longest the dispatcher sleeps when nothing wakes it.

@@ -77,3 +77,4 @@ def test_takeover_after_kill_9(cluster):
     assert [t.output for t in job.get_task_list()] == [f"after-{i}\n" for i in range(4)]
     assert leader_pid(cluster) == other_pid
     wait_until(lambda: "is now dispatching" in cluster.log(other), 10, "the takeover log line")
+
