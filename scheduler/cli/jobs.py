@@ -267,8 +267,9 @@ def job_cancel(job, message, force, graceful, grace, no_wait, as_json):
     """Cancel a job and its unfinished tasks; print its resulting state."""
     if force and graceful:
         raise InvalidInput("--force and --graceful cannot be combined")
-    j = common.connect().cancel_job(job, message=message, force=force, graceful=graceful,
-                                    wait=not no_wait, grace=grace)
+    with render.waiting(f"canceling job {job}: waiting until its tasks have stopped"):
+        j = common.connect().cancel_job(job, message=message, force=force, graceful=graceful,
+                                        wait=not no_wait, grace=grace)
     _print_state(j, as_json)
 
 
@@ -279,7 +280,8 @@ def job_cancel(job, message, force, graceful, grace, no_wait, as_json):
 @json_option
 def job_requeue(job, no_wait, as_json):
     """Queue a Failed, Canceled or Running job's unfinished tasks again; print its state."""
-    j = common.connect().requeue_job(job, wait=not no_wait)
+    with render.waiting(f"requeuing job {job}: waiting until its running tasks have stopped"):
+        j = common.connect().requeue_job(job, wait=not no_wait)
     _print_state(j, as_json)
 
 

@@ -19,6 +19,16 @@ def _tty() -> bool:
     return click.get_text_stream("stdout").isatty()
 
 
+def waiting(what: str):
+    """A live status line on a terminal while a cancel or requeue waits for processes to stop
+    (up to the grace period); nothing when stderr is not a terminal."""
+    import contextlib
+
+    from rich.console import Console
+    err = Console(stderr=True, highlight=False)
+    return err.status(what) if err.is_terminal else contextlib.nullcontext()
+
+
 def bold(text: str) -> str:
     return click.style(text, bold=True) if _tty() else text
 

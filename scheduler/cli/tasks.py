@@ -38,8 +38,9 @@ def task_view(task, as_json):
 @json_option
 def task_cancel(task, message, force, grace, no_wait, as_json):
     """Cancel a task, a whole sweep or one instance; print its resulting state."""
-    t = common.connect().cancel_task(task, message=message, force=force, wait=not no_wait,
-                                     grace=grace)
+    with render.waiting(f"canceling {task}: waiting until its processes are gone"):
+        t = common.connect().cancel_task(task, message=message, force=force, wait=not no_wait,
+                                         grace=grace)
     _print_state(t, as_json)
 
 
@@ -50,7 +51,8 @@ def task_cancel(task, message, force, grace, no_wait, as_json):
 @json_option
 def task_requeue(task, no_wait, as_json):
     """Queue a Failed or Canceled task (or a running one, stopping it first) again."""
-    t = common.connect().requeue_task(task, wait=not no_wait)
+    with render.waiting(f"requeuing {task}: waiting until a running attempt has stopped"):
+        t = common.connect().requeue_task(task, wait=not no_wait)
     _print_state(t, as_json)
 
 
