@@ -87,6 +87,7 @@ class Presence:
     def __init__(self):
         self.stop = threading.Event()
         self.name = None
+        self.thread: threading.Thread | None = None
 
     def start(self, name: str, slots: int) -> None:
         from scheduler import keys
@@ -94,7 +95,8 @@ class Presence:
         st = store()
         self.recover(st, name)
         st.register_worker(name, slots, keys.worker_queue(name), {"pid": os.getpid()})
-        threading.Thread(target=self.beat, daemon=True, name="hpcq-heartbeat").start()
+        self.thread = threading.Thread(target=self.beat, daemon=True, name="hpcq-heartbeat")
+        self.thread.start()
 
     @staticmethod
     def recover(st: Store, name: str) -> None:
@@ -122,7 +124,10 @@ def on_ready(sender=None, **kwargs):
 
 @signals.worker_shutting_down.connect
 def on_shutting_down(sender=None, **kwargs):
-    # Stop being offered tasks at once; the heartbeat ends with the worker.
+    # Stop being offered tasks at once: no more heartbeats, and marked gone.
+    presence.stop.set()
+    if presence.thread:
+        presence.thread.join(timeout=5)   # no heartbeat may land after the mark below
     if presence.name:
         store().unregister_worker(presence.name)
 
@@ -130,5 +135,7 @@ def on_shutting_down(sender=None, **kwargs):
 @signals.worker_shutdown.connect
 def on_shutdown(sender=None, **kwargs):
     presence.stop.set()
+    if presence.thread:
+        presence.thread.join(timeout=5)   # no heartbeat may land after the mark below
     if presence.name:
         store().unregister_worker(presence.name)
