@@ -87,6 +87,7 @@ class Dispatcher:
             log.info("job %s runtime: %s", job_id, exc)
             self.store.drop_deadline(job_id)
             return
+        self.store.drop_deadline(job_id)   # recorded once; the job may be Canceling a while
         log.info("job %s canceled: run time expired", job_id)
         publish_revokes(self.celery, revokes)
 
