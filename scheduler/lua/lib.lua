@@ -353,6 +353,7 @@ local function job_reopen(j, ts)
   local st = redis.call('HGET', jk, 'state')
   if JOB_END[st] then
     job_move(j, st, 'Queued', ts)
-    redis.call('HDEL', jk, 'end_time', 'error')
+    -- a new run: its clock (and runtime limit) starts again when a task next runs
+    redis.call('HDEL', jk, 'end_time', 'error', 'start_time')
   end
 end
