@@ -192,3 +192,23 @@ def test_job_runtime_limit(s, cluster):
         nxt.add_task(command="true")
     s.submit_job(nxt)
     assert nxt.wait(timeout=30) == JobState.Finished
+
+
+def test_job_runtime_limit_applies_again_after_requeue(s, cluster):
+    """A requeued job is a new run: its clock starts again and its runtime limit still holds."""
+    job = s.create_job(name="job-runtime-requeue", runtime=2)
+    task = job.add_task(command="sleep 30")
+    s.submit_job(job)
+    wait_state(task, TaskState.Running)
+    assert job.wait(timeout=30) == JobState.Canceled
+    first_end = job.refresh().end_time
+    s.requeue_job(job.id)
+    wait_state(task, TaskState.Running)
+    t0 = time.time()
+    assert job.wait(timeout=30) == JobState.Canceled
+    job.refresh()
+    assert job.start_time > first_end                       # the clock started again
+    assert job.end_time - job.start_time >= 2.0
+    assert time.time() - t0 < 2.0 + GRACE + 10
+    assert task.refresh().state == TaskState.Failed
+    assert not task_processes(cluster.marker, task.id)
