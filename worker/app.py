@@ -106,6 +106,14 @@ class Presence:
             st.finish(tid, rec.get("token", ""), "lost", None, Msg.worker_lost.format(name), "",
                       0, 0, 0, Msg.job_failed_on_task, Msg.stopped_by_job_failure)
 
+    def leave(self) -> None:
+        """No more heartbeats, then marked gone: no heartbeat may land after the mark."""
+        self.stop.set()
+        if self.thread:
+            self.thread.join(timeout=5)
+        if self.name:
+            store().unregister_worker(self.name)
+
     def beat(self) -> None:
         while not self.stop.wait(settings.heartbeat_interval):
             try:
@@ -123,19 +131,7 @@ def on_ready(sender=None, **kwargs):
 
 
 @signals.worker_shutting_down.connect
-def on_shutting_down(sender=None, **kwargs):
-    # Stop being offered tasks at once: no more heartbeats, and marked gone.
-    presence.stop.set()
-    if presence.thread:
-        presence.thread.join(timeout=5)   # no heartbeat may land after the mark below
-    if presence.name:
-        store().unregister_worker(presence.name)
-
-
 @signals.worker_shutdown.connect
 def on_shutdown(sender=None, **kwargs):
-    presence.stop.set()
-    if presence.thread:
-        presence.thread.join(timeout=5)   # no heartbeat may land after the mark below
-    if presence.name:
-        store().unregister_worker(presence.name)
+    # Stop being offered tasks at once (warm shutdown may take long), and again at the end.
+    presence.leave()
