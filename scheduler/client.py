@@ -124,11 +124,11 @@ class Scheduler:
         if not tid.instance:
             rec = self.store.task(tid)
             if rec is None:
-                raise NotFound(f"task {tid} does not exist")
+                raise NotFound(Msg.task_not_found.format(tid))
             return rec
         master = self.store.task(tid.master)
         if master is None or "total" not in master or tid.instance > int(master["total"]):
-            raise NotFound(f"task {tid} does not exist")
+            raise NotFound(Msg.task_not_found.format(tid))
         return instance_record(master, tid, self.store.task(tid))
 
     def cancel_task(self, task_id, message: str | None = None, force: bool = False,
@@ -136,7 +136,6 @@ class Scheduler:
                     grace: float | None = None) -> "Task":
         tid = TaskId.parse(task_id)
         message = check_cancel_message(message)
-        self.get_job(tid.job)
         _, revokes = self.store.cancel_task(
             tid, Msg.canceled_by_user.format(message),
             Msg.canceled_during_execution.format(message), force=force, grace=grace)
@@ -149,7 +148,6 @@ class Scheduler:
 
     def requeue_task(self, task_id, wait: bool = True, timeout: float | None = None) -> "Task":
         tid = TaskId.parse(task_id)
-        self.get_job(tid.job)
         state, revokes = self.store.requeue_task(tid, Msg.canceled_during_execution.format("Requeued."))
         self.publish(revokes)
         if wait and state == TaskState.Canceling:  # queued again once its processes are gone

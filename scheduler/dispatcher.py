@@ -72,9 +72,8 @@ class Dispatcher:
                 sent = float(rec.get("dispatch_time") or 0)
                 if rec.get("state") == "Dispatching" and (
                         name in silent or now - sent > self.settings.dispatch_timeout):
-                    self.store.finish(tid, rec.get("token", ""), "lost", None,
-                                      Msg.never_started.format(name), "", 0, 0, 0,
-                                      Msg.job_failed_on_task, Msg.stopped_by_job_failure)
+                    self.store.finish(tid, rec.get("token", ""), "lost",
+                                      error=Msg.never_started.format(name))
                     log.info("task %s never started on %s; queued again", tid, name)
             if name in silent and not self.store.worker_tasks(name):
                 self.store.forget_worker(name)

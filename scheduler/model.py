@@ -36,10 +36,14 @@ MAX_NAME = 80
 
 
 class Msg:
+    """Every text hpcq records or refuses with; the Lua scripts get these as ``MSG``."""
+
     canceled_by_user = "Canceled by user. Message: {}"
     canceled_during_execution = "The task has been canceled by the user during execution. Message: {}"
     task_runtime_expired = "Canceled by the scheduler because the task's runtime has expired."
     job_runtime_expired = "Canceled by the scheduler because the job's run time expired."
+    task_not_found = "task {} does not exist"
+    job_not_found = "job {} does not exist"
     task_cannot_cancel = "Tasks in the {} state cannot be canceled."
     job_cannot_cancel = "Jobs in the {} state cannot be canceled."
     message_too_long = "Cancel message should not contain more than 128 characters."
@@ -209,3 +213,11 @@ def _check_acyclic(deps: list[list[int]]) -> None:
             elif state[nxt] == 0:
                 state[nxt] = 1
                 stack.append((nxt, iter(deps[nxt - 1])))
+
+
+def lua_messages() -> str:
+    """``Msg`` as a Lua table (``{}`` becomes ``%s``), prepended to every script."""
+    import json
+    items = {k: v.replace("{}", "%s") for k, v in vars(Msg).items()
+             if not k.startswith("_") and isinstance(v, str)}
+    return "local MSG = {" + ",".join(f"{k}={json.dumps(v)}" for k, v in items.items()) + "}\n"

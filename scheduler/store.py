@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from pathlib import Path
 
 import redis
 
-from . import keys, states
+from . import keys, model, states
 from .errors import HpcqError, InvalidInput, InvalidState, NotFound, RedisUnavailable
 
 _CODES = {"NOTFOUND": NotFound, "STATE": InvalidState, "NOTRERUN": InvalidState,
@@ -24,7 +25,7 @@ SCRIPTS = ("create_job", "add_task", "submit", "dispatch", "start", "finish", "c
 @functools.cache
 def script_source(name: str) -> str:
     lua = Path(__file__).with_name("lua")
-    return "\n".join([keys.lua_preamble(), states.lua_preamble(),
+    return "\n".join([keys.lua_preamble(), states.lua_preamble(), model.lua_messages(),
                       (lua / "lib.lua").read_text(), (lua / f"{name}.lua").read_text()])
 
 
@@ -83,7 +84,7 @@ class Store:
     def job(self, job_id: int) -> dict[str, str]:
         rec = self._do(self.redis.hgetall, keys.job(job_id))
         if not rec:
-            raise NotFound(f"job {job_id} does not exist")
+            raise NotFound(model.Msg.job_not_found.format(job_id))
         return rec
 
     def task(self, task_id) -> dict[str, str] | None:
@@ -144,12 +145,11 @@ class Store:
         flat = reply[2:]
         return True, reply[1], dict(zip(flat[::2], flat[1::2]))
 
-    def finish(self, task_id, token, outcome, exit_code, error, output, cpu_user, cpu_sys,
-               max_rss, job_fail_msg, stopped_msg):
+    def finish(self, task_id, token, outcome, exit_code=None, error="", output="", cpu_user=0,
+               cpu_sys=0, max_rss=0):
         reply = self.call("finish", [task_id, token, outcome,
                                      "" if exit_code is None else exit_code, error or "",
-                                     output or "", cpu_user, cpu_sys, max_rss,
-                                     job_fail_msg, stopped_msg])
+                                     output or "", cpu_user, cpu_sys, max_rss])
         if reply[0] != "ok":
             return reply[1], "", []
         _, revokes = self.split_revokes(reply[2:])
@@ -159,7 +159,6 @@ class Store:
         self._do(self.redis.hset, keys.task(task_id), mapping={k: str(v) for k, v in fields.items()})
 
     def register_worker(self, name: str, slots: int, queue: str, info: dict) -> None:
-        import time
         pipe = self.redis.pipeline()
         pipe.delete(keys.worker(name))
         pipe.hset(keys.worker(name), mapping={"slots": slots, "queue": queue,
@@ -168,7 +167,6 @@ class Store:
         self._do(pipe.execute)
 
     def heartbeat(self, name: str) -> None:
-        import time
         self._do(self.redis.zadd, keys.WORKERS, {name: time.time()})
 
     def unregister_worker(self, name: str) -> None:
@@ -197,9 +195,6 @@ class Store:
 
     def worker_tasks(self, name: str) -> list[str]:
         return sorted(self._do(self.redis.smembers, keys.worker_tasks(name)))
-
-    def queue_length(self) -> int:
-        return self._do(self.redis.zcard, keys.QUEUE)
 
     def take_lease(self, owner: str, ttl: float) -> bool:
         return bool(self.call("lease", [owner, int(ttl * 1000)]))

@@ -103,8 +103,7 @@ class Presence:
         """Attempts a previous life of this worker left behind are lost: requeue or fail them."""
         for tid in st.worker_tasks(name):
             rec = st.task(tid) or {}
-            st.finish(tid, rec.get("token", ""), "lost", None, Msg.worker_lost.format(name), "",
-                      0, 0, 0, Msg.job_failed_on_task, Msg.stopped_by_job_failure)
+            st.finish(tid, rec.get("token", ""), "lost", error=Msg.worker_lost.format(name))
 
     def leave(self) -> None:
         """No more heartbeats, then marked gone: no heartbeat may land after the mark."""

@@ -216,8 +216,7 @@ class Attempt:
     def finish(self, outcome, code, error, output, usage):
         usage = usage or (0.0, 0.0, 0)
         state, message, revokes = self.store.finish(
-            self.task_id, self.token, outcome, code, error, output, *usage,
-            Msg.job_failed_on_task, Msg.stopped_by_job_failure)
+            self.task_id, self.token, outcome, code, error, output, *usage)
         if revokes:
             publish_revokes(app, revokes)
         if state != "Finished":

@@ -1,8 +1,7 @@
 -- ARGV: job id, field, value, ... of the task record.  Returns the new task number.
 local j = ARGV[1]
 local jk = k_job(j)
-local st = redis.call('HGET', jk, 'state')
-if not st then fail('NOTFOUND', 'job ' .. j .. ' does not exist') end
+local st = job_state(j)
 if st ~= 'Configuring' then
   fail('STATE', 'Tasks can only be added to a job in the Configuring state; job ' .. j .. ' is ' .. st .. '.')
 end

@@ -3,9 +3,8 @@
 -- the job is Canceling until nothing of it runs, then Canceled.
 local j, qmsg, rmsg, jerr, force, grace, graceful = unpack(ARGV)
 local jk = k_job(j)
-local st = redis.call('HGET', jk, 'state')
-if not st then fail('NOTFOUND', 'job ' .. j .. ' does not exist') end
-if not CANCEL_JOB_FROM[st] then fail('STATE', 'Jobs in the ' .. st .. ' state cannot be canceled.') end
+local st = job_state(j)
+if not CANCEL_JOB_FROM[st] then fail('STATE', string.format(MSG.job_cannot_cancel, st)) end
 local ts = now()
 local out = {}
 if st ~= 'Canceling' then

@@ -14,7 +14,7 @@ if not st and i then
   local v = redis.call('HMGET', mk, 'total', 'cut', 'state', 'next')
   if v[1] and tonumber(i) <= num(v[1]) then
     if v[2] or TASK_END[v[3]] or v[3] == 'Canceling' then
-      fail('STATE', 'Tasks in the Canceled state cannot be canceled.')
+      fail('STATE', string.format(MSG.task_cannot_cancel, 'Canceled'))
     end
     if mode == 'revoke' then return {'Queued'} end
     local ts = now()
@@ -27,14 +27,14 @@ if not st and i then
     return {'Canceled'}
   end
 end
-if not st then fail('NOTFOUND', 'task ' .. id .. ' does not exist') end
+if not st then fail('NOTFOUND', string.format(MSG.task_not_found, id)) end
 if mode == 'revoke' then
   -- A Celery revoke names one attempt; an older attempt's revoke must not touch a newer one.
   if redis.call('HGET', tk, 'token') ~= token or not CANCEL_TASK_FROM[st] or st == 'Canceling' then
     return {st}
   end
 end
-if not CANCEL_TASK_FROM[st] then fail('STATE', 'Tasks in the ' .. st .. ' state cannot be canceled.') end
+if not CANCEL_TASK_FROM[st] then fail('STATE', string.format(MSG.task_cannot_cancel, st)) end
 local ts = now()
 local out = {}
 local explicit = mode == 'user' and '1' or '0'

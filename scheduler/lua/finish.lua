@@ -1,5 +1,5 @@
 -- ARGV: task id, attempt token, outcome ('exit' | 'lost'), exit code, error, output, cpu_user,
--- cpu_sys, max_rss, job-failure message template ({} = task id), stopped-task message.
+-- cpu_sys, max_rss.
 -- The worker's last step for an attempt: records the result if the token is still current.
 -- A task stopped while Canceling ends Failed with its cancel message; a requeue waiting on the
 -- stop puts it back in the queue; a lost attempt of a rerunnable task is queued again.
@@ -52,9 +52,9 @@ else
   local jv = redis.call('HMGET', k_job(j), 'state', 'fail_on_task_failure')
   if to == 'Failed' and st ~= 'Canceling' and jv[2] == '1' and not JOB_END[jv[1]]
       and jv[1] ~= 'Canceling' then
-    redis.call('HSET', k_job(j), 'error', (string.gsub(ARGV[10], '{}', id)))
+    redis.call('HSET', k_job(j), 'error', string.format(MSG.job_failed_on_task, id))
     job_move(j, jv[1], 'Failed', ts)
-    local stop = (string.gsub(ARGV[11], '{}', id))
+    local stop = string.format(MSG.stopped_by_job_failure, id)
     local revokes = {}
     local mid = i and (j .. '.' .. t) or id
     cancel_all(j, ts, stop, stop, '0', '', '0', mid, revokes)

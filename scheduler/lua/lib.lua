@@ -18,6 +18,13 @@ local K_EVENTS = PREFIX .. ':events'
 
 local function num(v) return tonumber(v) or 0 end
 
+-- The state of job j; refuses (before any write) if there is no such job.
+local function job_state(j)
+  local st = redis.call('HGET', k_job(j), 'state')
+  if not st then fail('NOTFOUND', string.format(MSG.job_not_found, j)) end
+  return st
+end
+
 local function now()
   local t = redis.call('TIME')
   return string.format('%d.%06d', t[1], t[2])

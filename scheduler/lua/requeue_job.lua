@@ -3,9 +3,8 @@
 -- again (running ones once they are stopped).  Returns {state after, celery id, mode, ...}.
 local j, rmsg = ARGV[1], ARGV[2]
 local jk = k_job(j)
-local st = redis.call('HGET', jk, 'state')
-if not st then fail('NOTFOUND', 'job ' .. j .. ' does not exist') end
-if not REQUEUE_JOB_FROM[st] then fail('STATE', 'Jobs in the ' .. st .. ' state cannot be requeued.') end
+local st = job_state(j)
+if not REQUEUE_JOB_FROM[st] then fail('STATE', string.format(MSG.job_cannot_requeue, st)) end
 local ts = now()
 local out = {}
 job_reopen(j, ts)

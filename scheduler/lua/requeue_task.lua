@@ -12,15 +12,15 @@ if not st and i then
     fail('STATE', 'Sweep instance ' .. id .. ' was canceled with its master; requeue the master ' .. j .. '.' .. t .. '.')
   end
 end
-if not st then fail('NOTFOUND', 'task ' .. id .. ' does not exist') end
+if not st then fail('NOTFOUND', string.format(MSG.task_not_found, id)) end
 local spec = i and k_task(j .. '.' .. t) or tk
 if redis.call('HGET', spec, 'rerunnable') ~= '1' then
-  fail('NOTRERUN', 'The task could not be requeued because it is not marked as rerunnable.')
+  fail('NOTRERUN', MSG.not_rerunnable)
 end
 local jst = redis.call('HGET', k_job(j), 'state')
 local master = is_master(id)
 if not REQUEUE_TASK_FROM[st] or (master and st == 'Canceling') then
-  fail('STATE', 'Tasks in the ' .. st .. ' state cannot be requeued.')
+  fail('STATE', string.format(MSG.task_cannot_requeue, st))
 end
 if jst == 'Canceling' or jst == 'Configuring' then
   fail('STATE', 'Tasks of a job in the ' .. jst .. ' state cannot be requeued.')

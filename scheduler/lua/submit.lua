@@ -3,8 +3,7 @@
 -- Configuring -> Submitted -> Validating -> Queued for the job and every task, in one step.
 local j, n, band = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local jk = k_job(j)
-local st = redis.call('HGET', jk, 'state')
-if not st then fail('NOTFOUND', 'job ' .. j .. ' does not exist') end
+local st = job_state(j)
 if st ~= 'Configuring' then
   fail('STATE', 'Only jobs in the Configuring state can be submitted; job ' .. j .. ' is ' .. st .. '.')
 end
