@@ -173,7 +173,7 @@ def main() -> None:
         script = os.path.join(b.dir, "trap.py")
         with open(script, "w") as f:
             f.write(TRAP)
-        print(f"launch: {b.mode}; redis {b.url}")
+        print(f"redis {b.url}")
         b.start_scheduler()
         for k in range(1, args.workers + 1):
             b.start_worker(f"w{k}@bench", args.concurrency)

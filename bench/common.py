@@ -6,20 +6,17 @@ Every process a benchmark starts (and everything they start: Celery pool process
 commands) carries ``HPCQ_BENCH_TAG=<uuid>`` in its environment, so the leftover check finds
 them by that tag, never by name.
 
-Processes are started with ``python -m scheduler.cli scheduler|worker`` when the CLI package is
-there (``BENCH_LAUNCH=cli``), else with direct calls of ``scheduler.dispatcher.run_scheduler``
-and ``worker.main.run_worker`` (``BENCH_LAUNCH=direct``); ``auto`` (the default) picks."""
+Scheduler and workers are ``python -m scheduler.cli scheduler|worker``, started and stopped by
+the tests' ``Cluster`` (tests/cluster.py), which ``Bench`` extends with its own redis-server."""
 
 from __future__ import annotations
 
 import math
 import os
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
@@ -27,8 +24,11 @@ import psutil
 import redis
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+for _path in (ROOT, os.path.join(ROOT, "tests")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from cluster import Cluster  # noqa: E402  (tests/cluster.py)
 
 TAG_VAR = "HPCQ_BENCH_TAG"
 
@@ -73,39 +73,27 @@ def summary_ms(values) -> str:
             f"mean={statistics.fmean(xs):.1f} ms min={min(xs):.1f} ms max={max(xs):.1f} ms")
 
 
-def launch_mode() -> str:
-    mode = os.environ.get("BENCH_LAUNCH", "auto")
-    if mode == "auto":
-        cli = os.path.join(ROOT, "scheduler", "cli")
-        mode = "cli" if os.path.exists(os.path.join(cli, "__main__.py")) else "direct"
-    return mode
-
-
 def machine_note() -> str:
     load = os.getloadavg()
     return (f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
             f"python {sys.version.split()[0]}")
 
 
-class Bench:
+class Bench(Cluster):
     """A private Redis, scheduler and workers; use as a context manager."""
 
     def __init__(self, name: str, env: dict | None = None, quiet_logs: bool = False):
         self.name = name
         self.tag = f"{name}-{uuid.uuid4().hex[:12]}"
-        self.dir = tempfile.mkdtemp(prefix=f"hpcq-bench-{name}-")
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.env = dict(os.environ, **(env or {}))
-        self.env[TAG_VAR] = self.tag
-        self.env["HPCQ_REDIS_URL"] = self.url
-        self.env["PYTHONPATH"] = ROOT + os.pathsep + self.env.get("PYTHONPATH", "")
+        extra = {TAG_VAR: self.tag,
+                 "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
         if quiet_logs:
-            self.env.setdefault("HPCQ_LOG_LEVEL", "WARNING")
-        self.procs: dict[str, subprocess.Popen] = {}
+            extra["HPCQ_LOG_LEVEL"] = os.environ.get("HPCQ_LOG_LEVEL", "WARNING")
+        super().__init__(self.url, env={**(env or {}), **extra}, prefix=f"hpcq-bench-{name}-")
+        self.dir = self.logdir
         self.redis_proc: subprocess.Popen | None = None
-        self.r: redis.Redis | None = None
-        self.mode = launch_mode()
 
     # --- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> "Bench":
@@ -125,7 +113,6 @@ class Bench:
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", self.dir, "--daemonize", "no"],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.r = redis.Redis.from_url(self.url, decode_responses=True)
 
         def up():
             if self.redis_proc.poll() is not None:
@@ -135,92 +122,6 @@ class Bench:
             except redis.ConnectionError:
                 return False
         wait_for(up, 20, "redis-server")
-
-    def _spawn(self, key: str, argv: list[str]) -> subprocess.Popen:
-        log = open(os.path.join(self.dir, f"{key}.log"), "ab")
-        p = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
-        self.procs[key] = p
-        return p
-
-    def start_scheduler(self, key: str = "scheduler") -> subprocess.Popen:
-        if self.mode == "cli":
-            argv = [sys.executable, "-m", "scheduler.cli", "scheduler", "--redis", self.url]
-        else:
-            argv = [sys.executable, "-c",
-                    "from scheduler.settings import get_settings\n"
-                    "from scheduler.dispatcher import run_scheduler\n"
-                    f"run_scheduler(get_settings(redis_url={self.url!r}))"]
-        return self._spawn(key, argv)
-
-    def start_worker(self, name: str, concurrency: int = 2, wait: bool = True) -> subprocess.Popen:
-        if self.mode == "cli":
-            argv = [sys.executable, "-m", "scheduler.cli", "worker", "--hostname", name,
-                    "--concurrency", str(concurrency), "--redis", self.url]
-        else:
-            argv = [sys.executable, "-c",
-                    "from scheduler.settings import get_settings\n"
-                    "from worker.main import run_worker\n"
-                    f"run_worker(get_settings(redis_url={self.url!r}), {concurrency}, {name!r})"]
-        p = self._spawn(name, argv)
-        if wait:
-            def ready():
-                if p.poll() is not None:
-                    raise RuntimeError(f"worker {name} exited; see {self.dir}/{name}.log")
-                return self.r.zscore("hpcq:workers", name) is not None
-            wait_for(ready, 90, f"worker {name}", 0.05)
-        return p
-
-    def start_process(self, key: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
-        """Any other child (e.g. a bare Celery worker), tagged like the rest."""
-        if env:
-            saved = self.env
-            self.env = dict(saved, **env)
-            try:
-                return self._spawn(key, argv)
-            finally:
-                self.env = saved
-        return self._spawn(key, argv)
-
-    def log(self, key: str) -> str:
-        with open(os.path.join(self.dir, f"{key}.log"), errors="replace") as f:
-            return f.read()
-
-    def stop(self, key: str, timeout: float = 30) -> None:
-        p = self.procs.pop(key, None)
-        if p is None:
-            return
-        tree = []
-        try:
-            tree = psutil.Process(p.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            pass
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                print(f"  ({key} did not stop in {timeout}s after SIGTERM; killing it)", file=sys.stderr)
-        for proc in [p, *tree]:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                proc.kill()
-            except Exception:
-                pass
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        psutil.wait_procs([t for t in tree if t.is_running()], timeout=5)
-
-    def stop_all(self) -> None:
-        for key in [k for k in self.procs if not k.startswith("scheduler")]:
-            self.stop(key)
-        for key in list(self.procs):
-            self.stop(key)
 
     def tagged(self) -> list[psutil.Process]:
         """Live processes carrying this run's tag (ours, by construction)."""

@@ -120,7 +120,7 @@ def run_bare(b: Bench, n: int, workers: int, concurrency: int) -> float:
     from bench import bare_celery
     names = [f"bare{k}@bench" for k in range(1, workers + 1)]
     for name in names:
-        b.start_process(name, [sys.executable, *bare_celery.worker_argv(name, concurrency)], env=env)
+        b.spawn(name, [sys.executable, *bare_celery.worker_argv(name, concurrency)], env=env)
     for name in names:
         wait_for(lambda: "ready" in b.log(name), 90, f"bare worker {name}", 0.1)
     r = b.r
@@ -160,7 +160,7 @@ def main() -> None:
     print(machine_note())
     from scheduler import Scheduler
     with Bench("throughput") as b:
-        print(f"launch: {b.mode}; redis {b.url}")
+        print(f"redis {b.url}")
         b.start_scheduler()
         for k in range(1, args.workers + 1):
             b.start_worker(f"w{k}@bench", args.concurrency)

@@ -30,20 +30,26 @@ def _wait(pred, timeout, what):
 
 
 class Cluster:
-    def __init__(self, redis_url: str, env: dict | None = None):
+    """Child processes sharing one Redis, each in its own session with its log in ``logdir``
+    (also the base of the benchmarks' ``bench.common.Bench``)."""
+
+    def __init__(self, redis_url: str, env: dict | None = None, prefix: str = "hpcq-test-"):
         self.redis_url = redis_url
         self.env = dict(os.environ, HPCQ_REDIS_URL=redis_url, **(env or {}))
         self.procs: dict[str, subprocess.Popen] = {}
-        self.logdir = tempfile.mkdtemp(prefix="hpcq-test-")
+        self.logdir = tempfile.mkdtemp(prefix=prefix)
         self.r = redis.Redis.from_url(redis_url, decode_responses=True)
 
-    def _spawn(self, key: str, args: list[str]) -> subprocess.Popen:
+    def spawn(self, key: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
         log = open(os.path.join(self.logdir, f"{key}.log"), "ab")
-        p = subprocess.Popen([sys.executable, "-m", "scheduler.cli", *args, "--redis", self.redis_url],
-                             env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+        p = subprocess.Popen(argv, env=dict(self.env, **(env or {})), stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[key] = p
         return p
+
+    def _spawn(self, key: str, args: list[str]) -> subprocess.Popen:
+        return self.spawn(key, [sys.executable, "-m", "scheduler.cli", *args,
+                                "--redis", self.redis_url])
 
     def start_scheduler(self, key: str = "scheduler") -> subprocess.Popen:
         return self._spawn(key, ["scheduler"])
@@ -52,7 +58,11 @@ class Cluster:
         self.r.zrem("hpcq:workers", name)
         p = self._spawn(name, ["worker", "--hostname", name, "--concurrency", str(concurrency)])
         if wait:
-            _wait(lambda: self.r.zscore("hpcq:workers", name) is not None, 60, f"worker {name}")
+            def ready():
+                if p.poll() is not None:
+                    raise AssertionError(f"worker {name} exited:\n{self.log(name)[-2000:]}")
+                return self.r.zscore("hpcq:workers", name) is not None
+            _wait(ready, 60, f"worker {name}")
         return p
 
     def log(self, key: str) -> str:
@@ -94,7 +104,7 @@ class Cluster:
         psutil.wait_procs([t for t in tree if t.is_running()], timeout=5)
 
     def stop_all(self) -> None:
-        for key in [k for k in self.procs if k != "scheduler" and not k.startswith("scheduler")]:
+        for key in [k for k in self.procs if not k.startswith("scheduler")]:
             self.stop(key)
         for key in list(self.procs):
             self.stop(key)
