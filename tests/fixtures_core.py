@@ -18,7 +18,7 @@ import psutil
 import redis
 
 from cluster import Cluster
-from helpers import describe
+from helpers import describe, no_task_processes
 
 MARKER_VAR = "HPCQ_TEST_MARKER"
 
@@ -48,24 +48,8 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
 
 
 def marked_processes(marker: str) -> list[psutil.Process]:
-    """Live processes (not zombies, not this one) whose command line or environment carries
-    ``marker``."""
-    me = os.getpid()
-    found = []
-    for p in psutil.process_iter(["pid", "cmdline", "status"]):
-        if p.pid == me:
-            continue
-        try:
-            if p.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            if marker in " ".join(p.info["cmdline"] or []):
-                found.append(p)
-                continue
-            if p.environ().get(MARKER_VAR) == marker:
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            pass
-    return found
+    """Live processes whose command line or environment carries ``marker``."""
+    return no_task_processes(marker, env_var=MARKER_VAR)
 
 
 def assert_no_leftovers(marker: str, timeout: float = 10.0, extra=()) -> None:

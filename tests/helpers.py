@@ -250,9 +250,10 @@ def wait_worker_registered(r, name: str, timeout: float = 30):
     return r.zscore("hpcq:workers", name)
 
 
-def no_task_processes(marker: str) -> list[psutil.Process]:
-    """Live processes (not zombies, not this one) whose command line contains ``marker``; a test
-    asserts this is empty to prove no task command was orphaned."""
+def no_task_processes(marker: str, env_var: str | None = None) -> list[psutil.Process]:
+    """Live processes (not zombies, not this one) whose command line contains ``marker``, or
+    whose environment has ``env_var=marker``; a test asserts this is empty to prove no task
+    command was orphaned."""
     me = os.getpid()
     found = []
     for p in psutil.process_iter(["pid", "cmdline", "status"]):
@@ -262,6 +263,8 @@ def no_task_processes(marker: str) -> list[psutil.Process]:
             if p.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
             if marker in " ".join(p.info["cmdline"] or []):
+                found.append(p)
+            elif env_var and p.environ().get(env_var) == marker:
                 found.append(p)
         except psutil.Error:
             pass
