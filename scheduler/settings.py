@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit, urlunsplit
 
 
 def _env(name: str, default, cast=str):
@@ -37,12 +38,74 @@ class Settings:
     dispatch_idle: float = field(default_factory=lambda: _env("dispatch_idle", 0.5, float))
     #: Bytes of combined stdout+stderr kept as a task's output.
     output_limit: int = field(default_factory=lambda: _env("output_limit", 4096, int))
+    #: Seconds a Redis call may take before the connection counts as lost (a cut link otherwise
+    #: hangs a call for minutes of TCP retransmissions).
+    redis_timeout: float = field(default_factory=lambda: _env("redis_timeout", 5.0, float))
+    #: A file holding the Redis password (read at start, put into the URL in memory only), so
+    #: that the password need not appear in a URL, an environment or an argv.
+    redis_password_file: str = field(default_factory=lambda: _env("redis_password_file", ""))
+    #: Most times a task is rerun on its own after a system error (its worker lost, its
+    #: supervising process killed, its worker shut down): HPC Pack's TaskRetryCount.
+    task_retry_count: int = field(default_factory=lambda: _env("task_retry_count", 3, int))
+    #: Seconds without reaching Redis after which a worker stops its own running tasks (0: never,
+    #: so tasks run on through an outage as under slurmd).  Must be below worker_timeout.
+    fence_after: float = field(default_factory=lambda: _env("fence_after", 0.0, float))
+    #: An attempt Redis holds as running on a worker whose heartbeat does not list it is lost
+    #: after this many seconds.
+    reconcile_grace: float = field(default_factory=lambda: _env("reconcile_grace", 5.0, float))
+    #: Where a worker keeps its record of the attempts it runs (survives the worker's death, so
+    #: a restart with the same name finds and kills what a previous life left behind).
+    run_dir: str = field(default_factory=lambda: _env(
+        "run_dir", os.path.join(os.environ.get("XDG_RUNTIME_DIR") or "/tmp", "hpcq-run")))
     #: Where ``hpcq up`` keeps its embedded Redis data.
     state_dir: str = field(default_factory=lambda: _env(
         "state_dir", os.path.join(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "hpcq")))
 
+    def __post_init__(self):
+        if self.redis_password_file:
+            object.__setattr__(self, "redis_url", with_password(self.redis_url, _read_secret(
+                self.redis_password_file)))
+
+    @property
+    def masked_url(self) -> str:
+        """The Redis URL as logs, ``ps`` and error messages may show it."""
+        return mask_url(self.redis_url)
+
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _read_secret(path: str) -> str:
+    try:
+        with open(os.path.expanduser(path)) as f:
+            return f.read().strip()
+    except OSError as exc:
+        from .errors import InvalidInput
+        raise InvalidInput(f"cannot read the Redis password file {path}: {exc.strerror}") from None
+
+
+def with_password(url: str, password: str) -> str:
+    """``redis://host/0`` + pw -> ``redis://:pw@host/0`` (a URL that has one keeps its own)."""
+    parts = urlsplit(url)
+    if not password or parts.password:
+        return url
+    user = quote(parts.username or "", safe="")
+    netloc = f"{user}:{quote(password, safe='')}@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def mask_url(url: str | None) -> str:
+    """The URL with its password (if any) shown as ``***``."""
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    except ValueError:
+        return "<an unparsable Redis URL>"
 
 
 def get_settings(**overrides) -> Settings:
