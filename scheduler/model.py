@@ -57,6 +57,11 @@ class Msg:
     worker_lost = "Node {} became unreachable while the task ran."
     worker_stopped = "The worker {} was stopped while the task ran."
     never_started = "The task was sent to {} but never started there; it was queued again."
+    supervisor_died = "The process supervising the task on {} died ({})."
+    worker_unlisted = "The worker {} no longer runs the task (its record of it was lost)."
+    fenced = "The worker {} could not reach Redis for {} s and stopped the task."
+    worker_failed = "The worker failed while running the task: {}"
+    retry_limit = "{} The task was already rerun {} times after system errors (TaskRetryCount {}), so it is not rerun again."
 
 
 def check_cancel_message(message: str | None) -> str:
