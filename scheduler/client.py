@@ -9,12 +9,15 @@ from __future__ import annotations
 import getpass
 import time
 from typing import Callable, Iterator
+from urllib.parse import urlsplit
 
-from .errors import InvalidInput, InvalidState, NotFound, WaitTimeout
+import redis
+
+from .errors import InvalidInput, InvalidState, NotFound, RedisUnavailable, WaitTimeout
 from .ids import TaskId, parse_job_id
 from .model import JobSpec, Msg, Priority, TaskSpec, check_cancel_message, resolve_dependencies
 from .records import JobView, TaskView, instance_record
-from .settings import Settings, get_settings
+from .settings import Settings, get_settings, mask_url
 from .states import JOB_END, TASK_END, JobState, TaskState
 from .store import Store
 from .transport import make_celery, parse_celery_id, publish_revokes
@@ -24,6 +27,32 @@ BAND = 1 << 45
 POLL = 0.05
 #: Records read per pipelined round trip when listing.
 BATCH = 1000
+
+
+def check_url(url: str) -> None:
+    """A malformed Redis URL is bad usage (InvalidInput); the message masks its password."""
+    from redis.connection import parse_url
+    rest = url.partition("://")[2]
+    if "@" in rest[len(urlsplit(url).netloc):]:
+        # An unencoded / ? or # in the password ends the host part early: its tail would be
+        # taken for a host or a database, and shown as one.
+        raise InvalidInput(f"invalid Redis URL {url.partition('://')[0]}://***@{rest.rpartition('@')[2]}: "
+                           "percent-encode the password's / ? # @ (%2F %3F %23 %40)")
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid Redis URL {mask_url(url)}: {exc}") from None
+
+
+def unreachable_message(url: str, exc: BaseException) -> str:
+    """One line on a failed connection to ``url`` (password masked), saying what to fix."""
+    where = mask_url(url)
+    if isinstance(exc, redis.AuthenticationError):
+        if urlsplit(url).password is None:
+            return (f"Redis at {where} requires a password: put it in the URL or in a file named "
+                    "by HPCQ_REDIS_PASSWORD_FILE")
+        return f"Redis at {where} refused the password: {str(exc).rstrip('.')}"
+    return f"cannot reach Redis at {where}: {str(exc).removeprefix('cannot reach Redis: ')}"
 
 
 def _band(priority: Priority) -> int:
@@ -40,12 +69,17 @@ class Scheduler:
 
     @classmethod
     def connect(cls, url: str | None = None, **settings) -> "Scheduler":
+        """Connect and PING; errors name the URL with its password masked."""
         cfg = get_settings(redis_url=url, **settings)
+        check_url(cfg.redis_url)
         try:
             store = Store(cfg.redis_url)
         except ValueError as exc:  # redis-py's verdict on a malformed URL
-            raise InvalidInput(f"invalid Redis URL {cfg.redis_url!r}: {exc}") from None
-        store.ping()
+            raise InvalidInput(f"invalid Redis URL {mask_url(cfg.redis_url)}: {exc}") from None
+        try:
+            store.ping()
+        except RedisUnavailable as exc:  # its context is redis-py's own error
+            raise RedisUnavailable(unreachable_message(cfg.redis_url, exc.__context__ or exc)) from None
         return cls(store, cfg)
 
     @property

@@ -6,10 +6,12 @@ Redis, 3 for a wait that timed out."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
+from ..client import unreachable_message
 from ..errors import HpcqError, RedisUnavailable
 from . import common
 from .common import redis_option
@@ -39,10 +41,20 @@ for command in (job_group, task_group, scheduler_cmd, worker_cmd, up_cmd):
     cli.add_command(command)
 
 
+def _fail(message: str, code: int) -> None:
+    """``fail`` with every Redis URL masked and its password hidden (issue 10)."""
+    fail(common.redact(message, common.current.get("redis_url"), os.environ.get("HPCQ_REDIS_URL")),
+         code)
+
+
 def _unreachable(exc: BaseException) -> str:
+    """A lost connection in the middle of a command (``connect`` words its own failures)."""
+    text = str(exc)
     url = common.current.get("redis_url")
-    where = f" at {url}" if url else ""
-    return f"cannot reach Redis{where}: {exc}"
+    if isinstance(exc, RedisUnavailable) and not text.startswith("cannot reach Redis: "):
+        return text
+    cause = exc.__context__ if isinstance(exc, RedisUnavailable) else None
+    return unreachable_message(url, cause or exc) if url else text
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,9 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="hpcq", standalone_mode=False)
     except RedisUnavailable as exc:
-        fail(_unreachable(str(exc).removeprefix("cannot reach Redis: ")), exc.exit_code)
+        _fail(_unreachable(exc), exc.exit_code)
     except HpcqError as exc:
-        fail(str(exc) or type(exc).__name__, exc.exit_code)
+        _fail(str(exc) or type(exc).__name__, exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -66,9 +78,9 @@ def main(argv: list[str] | None = None) -> None:
         ctx = getattr(exc, "ctx", None)
         if isinstance(exc, click.UsageError) and ctx is not None:
             hint = f" (see '{ctx.command_path} --help')"
-        fail(exc.format_message().rstrip(".") + hint, exc.exit_code)
+        _fail(exc.format_message().rstrip(".") + hint, exc.exit_code)
     except (redis.ConnectionError, redis.TimeoutError, OperationalError) as exc:
-        fail(_unreachable(exc), 1)
+        _fail(_unreachable(exc), 1)
     except redis.RedisError as exc:
-        fail(f"Redis error: {exc}", 1)
+        _fail(f"Redis error: {exc}", 1)
     sys.exit(rv if isinstance(rv, int) else 0)

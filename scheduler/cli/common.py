@@ -3,13 +3,15 @@ states, sweeps and ``K=V`` pairs into what the API takes."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from urllib.parse import unquote, urlsplit
 
 import click
 
-from ..client import Scheduler
+from ..client import Scheduler, check_url
 from ..errors import InvalidInput
-from ..settings import Settings, get_settings
+from ..settings import Settings, get_settings, mask_url
 from ..states import JobState, TaskState
 
 #: The URL the current invocation uses, for the error handler (set by ``--redis``).
@@ -46,13 +48,21 @@ def connect() -> Scheduler:
     return Scheduler.connect(settings().redis_url)
 
 
-def check_url(url: str) -> None:
-    """A malformed URL is bad usage, not an unreachable Redis."""
-    from redis.connection import parse_url
-    try:
-        parse_url(url)
-    except ValueError as exc:
-        raise InvalidInput(f"invalid Redis URL {url!r}: {exc}") from None
+def redact(text: str, *urls: str | None) -> str:
+    """``text`` with each of ``urls`` masked, and its password hidden wherever else it appears
+    (as written or percent-decoded; also when the URL is malformed)."""
+    secrets: set[str] = set()
+    for url in filter(None, urls):
+        text = text.replace(url, mask_url(url))
+        userinfo, at, _ = url.partition("://")[2].rpartition("@")
+        with contextlib.suppress(ValueError):
+            secrets.add(urlsplit(url).password or "")
+        if at:
+            secrets.add(userinfo.partition(":")[2])
+    for secret in sorted(secrets | {unquote(s) for s in secrets}, key=len, reverse=True):
+        if len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return text
 
 
 def parse_states(text: str | None, enum) -> set | None:
