@@ -17,16 +17,19 @@ import subprocess
 import sys
 import threading
 import time
+from urllib.parse import unquote, urlsplit
 
 import psutil
 
 from .errors import HpcqError, InvalidState, RedisUnavailable
+from .settings import get_settings, with_password
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 #: Warm shutdown (SIGTERM): the worker takes no new task and marks itself stopping; a task
-#: that ends within this time ends normally.
-WORKER_WARM = 5.0
+#: that ends within the cancel grace period plus this ends normally, and one being stopped
+#: gets its whole grace period (``LocalCluster.worker_warm``).
+WORKER_WARM_MARGIN = 5.0
 #: Cold shutdown (SIGQUIT): Celery terminates its pool; each running task stops its command
 #: (SIGTERM, a short grace, SIGKILL) and records the attempt lost, so it is queued again.
 WORKER_COLD = 15.0
@@ -67,6 +70,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _password(settings) -> str:
+    """The password HPCQ_REDIS_PASSWORD_FILE holds ('' if none)."""
+    if not settings.redis_password_file:
+        return ""
+    # Settings read the file and put its password into a URL that has none.
+    return unquote(urlsplit(settings.replace(redis_url="redis://h/0").redis_url).password or "")
+
+
+def redis_conf_quote(text: str) -> str:
+    """A redis.conf argument holding ``text`` verbatim (every non-alphanumeric byte as \\xHH)."""
+    return '"' + "".join(chr(b) if chr(b).isalnum() and b < 128 else f"\\x{b:02x}"
+                         for b in text.encode()) + '"'
 
 
 def say(text: str) -> None:
@@ -122,12 +139,16 @@ class LocalCluster:
     def __init__(self, redis_url: str | None = None, workers: int = 2,
                  concurrency: int | None = None, port: int | None = None,
                  state_dir: str | None = None):
-        from .settings import get_settings
+        settings = get_settings()
+        #: ``--redis`` as given; a password from HPCQ_REDIS_PASSWORD_FILE is added in memory only.
         self.external_url = redis_url
+        self.password_file = settings.redis_password_file
+        self.password = _password(settings)
+        self.worker_warm = settings.task_cancel_grace_period + WORKER_WARM_MARGIN
         self.workers = workers
         self.concurrency = concurrency
         self.port = port
-        self.state_dir = os.path.abspath(os.path.expanduser(state_dir or get_settings().state_dir))
+        self.state_dir = os.path.abspath(os.path.expanduser(state_dir or settings.state_dir))
         self.log_dir = os.path.join(self.state_dir, "log")
         self.redis: Child | None = None
         self.scheduler: Child | None = None
@@ -168,12 +189,18 @@ class LocalCluster:
     def start_redis(self) -> str:
         import redis
         port = self._pick_port()
-        argv = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+        # The password file's password, if any, protects the embedded Redis too: it goes in a
+        # config file readable only by us, never on redis-server's argv.
+        conf = os.path.join(self.state_dir, "redis.conf")
+        with open(os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            if self.password:
+                f.write(f"requirepass {redis_conf_quote(self.password)}\n")
+        argv = [redis_server_binary(), conf, "--port", str(port), "--bind", "127.0.0.1",
                 "--appendonly", "yes", "--dir", self.state_dir, "--daemonize", "no",
                 "--save", "", "--protected-mode", "yes"]
         self.redis = Child("redis", argv, os.path.join(self.log_dir, "redis.log"), dict(os.environ))
         url = f"redis://127.0.0.1:{port}/0"
-        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        client = redis.Redis.from_url(url, password=self.password or None, socket_connect_timeout=1)
         deadline = time.monotonic() + 30
         while True:
             if not self.redis.alive():
@@ -191,15 +218,25 @@ class LocalCluster:
 
     def check_external(self, url: str) -> None:
         import redis
+        from .client import check_url, unreachable_message
+        check_url(url)
+        url = with_password(url, self.password)
         try:
             redis.Redis.from_url(url, socket_connect_timeout=5).ping()
         except redis.RedisError as exc:
-            raise RedisUnavailable(f"cannot reach Redis: {exc}") from None
+            raise RedisUnavailable(unreachable_message(url, exc)) from None
 
     def spawn(self, url: str, name: str, args: list[str]) -> Child:
+        """The URL goes in the child's environment only (``ps`` shows argvs); a password from a
+        file stays there: the child reads the file too (HPCQ_REDIS_PASSWORD_FILE is inherited)."""
         env = dict(os.environ, HPCQ_REDIS_URL=url, PYTHONUNBUFFERED="1")
-        argv = [sys.executable, "-m", "scheduler.cli", *args, "--redis", url]
+        argv = [sys.executable, "-m", "scheduler.cli", *args]
         return Child(name, argv, os.path.join(self.log_dir, f"{name.split('@')[0]}.log"), env)
+
+    def redact(self, text: str) -> str:
+        from .cli.common import redact
+        return redact(text, self.external_url,
+                      with_password("redis://h/0", self.password) if self.password else None)
 
     def start(self) -> str:
         os.makedirs(self.log_dir, exist_ok=True)
@@ -240,6 +277,9 @@ class LocalCluster:
         try:
             url = self.start()
             print(f"export HPCQ_REDIS_URL={url}", flush=True)
+            if self.password_file:
+                print(f"export HPCQ_REDIS_PASSWORD_FILE={os.path.abspath(self.password_file)}",
+                      flush=True)
             what = "" if self.external_url else f"Redis (data in {self.state_dir}), "
             say(f"{what}a scheduler and {self.workers} worker(s) are running; logs in "
                 f"{self.log_dir}. Ctrl-C stops them.")
@@ -249,7 +289,7 @@ class LocalCluster:
                     for c in dead:
                         say(f"{c.name} (pid {c.pid}) exited unexpectedly with code "
                             f"{c.proc.returncode}; last lines of {c.log_path}:")
-                        sys.stderr.write(c.tail())
+                        sys.stderr.write(self.redact(c.tail()))
                     code = 1
                     break
         finally:
@@ -303,7 +343,7 @@ class LocalCluster:
         if self.scheduler:
             self._stop_group([self.scheduler], signal.SIGTERM, OTHER_STOP)
         if self.worker_children:
-            self._stop_group(self.worker_children, signal.SIGTERM, WORKER_WARM,
+            self._stop_group(self.worker_children, signal.SIGTERM, self.worker_warm,
                              signal.SIGQUIT, WORKER_COLD)
         self._reap_orphans(keep=self.redis)
         if self.redis:

@@ -20,15 +20,10 @@ from urllib.parse import quote
 import redis
 
 from conftest import REDIS_SERVER_BIN, _die_with_parent, _free_port
+from scheduler.cluster import redis_conf_quote
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
-
-
-def _conf_quote(text: str) -> str:
-    """A redis.conf argument holding ``text`` verbatim (every non-alphanumeric byte as \\xHH)."""
-    return '"' + "".join(chr(b) if chr(b).isalnum() and b < 128 else f"\\x{b:02x}"
-                         for b in text.encode()) + '"'
 
 
 class RedisServer:
@@ -77,7 +72,7 @@ class RedisServer:
     def argv(self) -> list[str]:
         with open(os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             if self.password:
-                f.write(f"requirepass {_conf_quote(self.password)}\n")
+                f.write(f"requirepass {redis_conf_quote(self.password)}\n")
         argv = [REDIS_SERVER_BIN, self.conf_path, "--port", str(self.port), "--bind", self.bind,
                 "--dir", self.dir, "--daemonize", "no", "--save", ""]
         if self.appendonly:
