@@ -6,6 +6,8 @@ from __future__ import annotations
 import enum
 import json
 import os
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 from . import sweep
@@ -33,6 +35,22 @@ class Priority(enum.IntEnum):
 
 MAX_CANCEL_MESSAGE = 128
 MAX_NAME = 80
+
+# What the worker's ``subprocess.Popen(["/bin/sh", "-c", command], cwd=work_dir, env=env)`` and its
+# ``open()`` of stdin/stdout/stderr need, checked when a task is specified so that a task that
+# could never start on any host is refused before anything is written (Linux's limits).
+#: One ``NAME=VALUE`` environment string, counting its terminating NUL (include/uapi/linux/binfmts.h).
+MAX_ARG_STRLEN = 131072
+#: A path, counting its terminating NUL (include/uapi/linux/limits.h).
+PATH_MAX = 4096
+#: One component of a path (one file name).
+NAME_MAX = 255
+#: A task's whole environment: its NAME=VALUE strings with their NULs and the 8-byte pointer to
+#: each.  Half of the usual ARG_MAX (2 MiB), the rest left to the worker's own environment.
+MAX_ENV_BYTES = 1 << 20
+ENV_POINTER_BYTES = 8
+#: A command (it is stored in Redis; the worker runs one too long for an argument from a file).
+MAX_COMMAND_BYTES = 16 << 20
 
 
 class Msg:
@@ -62,6 +80,77 @@ class Msg:
     fenced = "The worker {} could not reach Redis for {} s and stopped the task."
     worker_failed = "The worker failed while running the task: {}"
     retry_limit = "{} The task was already rerun {} times after system errors (TaskRetryCount {}), so it is not rerun again."
+
+
+def _show(text: str, limit: int = 40) -> str:
+    """``text`` as it may appear in a one-line message: as is if short and printable, else
+    quoted with escapes (a NUL, a newline) and cut at ``limit`` characters."""
+    if len(text) <= limit and text.isprintable():
+        return text
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+def _text(text: str, what: str) -> int:
+    """Refuse a NUL byte (no C string can hold one) or a character UTF-8 cannot encode (a lone
+    surrogate, e.g. from an argument that was not valid UTF-8: Redis and exec need bytes);
+    returns the size in UTF-8 bytes."""
+    if "\x00" in text:
+        raise InvalidInput(f"{what} contains a NUL byte")
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(f"{what} contains U+{ord(text[exc.start]):04X}, a lone surrogate that cannot be "
+                           f"encoded in UTF-8 (was the text not valid UTF-8?)") from None
+
+
+_SWEEP_SPECIAL = re.compile(r"[*^][*^]*")  # a quick scan for where substitution acts
+_SWEEP_TOKEN = re.compile(r"\^[*^]|\*+")  # sweep.substitute's tokens (no token spans other text)
+
+
+def _sweep_tokens(text: str) -> tuple[int, Counter]:
+    """How ``sweep.substitute`` sees ``text``: its number of ``^*``/``^^`` escapes and how many
+    runs of ``*`` it has of each width."""
+    escapes, runs = 0, Counter()
+    for cluster in _SWEEP_SPECIAL.finditer(text):
+        for m in _SWEEP_TOKEN.finditer(cluster.group()):
+            if m.group()[0] == "^":
+                escapes += 1
+            else:
+                runs[m.end() - m.start()] += 1
+    return escapes, runs
+
+
+def _substituted_size(size: int, tokens: tuple[int, Counter], val: int) -> int:
+    """The UTF-8 size of ``sweep.substitute(text, val)``, from ``text``'s size and tokens: an
+    escape becomes one character, a run of n ``*`` the value zero-padded to n digits."""
+    escapes, runs = tokens
+    digits, sign = len(str(abs(val))), int(val < 0)
+    return size - escapes + sum(count * (max(width, digits) + sign - width) for width, count in runs.items())
+
+
+def _path(value, what: str) -> str | None:
+    """A path field as text: None stays None; not empty, no NUL, valid UTF-8."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, os.PathLike)):
+        value = os.fsdecode(value)
+    elif not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a path, not {value!r}")
+    if not value:
+        raise InvalidInput(f"{what} is an empty path")
+    _text(value, what)
+    return value
+
+
+def _path_limits(path: str, what: str) -> None:
+    size = len(path.encode("utf-8"))
+    if size >= PATH_MAX:
+        raise InvalidInput(f"{what} is {size} bytes; the limit for a path is {PATH_MAX - 1} (PATH_MAX)")
+    longest = max(path.split("/"), key=lambda c: len(c.encode("utf-8")))
+    size = len(longest.encode("utf-8"))
+    if size > NAME_MAX:
+        raise InvalidInput(f"{what} has a component of {size} bytes ({_show(longest)}); "
+                           f"the limit for one file name is {NAME_MAX} (NAME_MAX)")
 
 
 def check_cancel_message(message: str | None) -> str:
@@ -102,7 +191,11 @@ class TaskSpec:
     def __post_init__(self):
         if not isinstance(self.command, str) or not self.command.strip():
             raise InvalidInput("a task needs a non-empty command")
+        command_size = _text(self.command, "the command")
+        if command_size > MAX_COMMAND_BYTES:
+            raise InvalidInput(f"the command is {command_size} bytes; the limit is {MAX_COMMAND_BYTES} (16 MiB)")
         self.name = "" if self.name is None else str(self.name)
+        _text(self.name, "the task name")
         if len(self.name) > MAX_NAME:
             raise InvalidInput(f"task name longer than {MAX_NAME} characters")
         if "," in self.name:
@@ -111,13 +204,9 @@ class TaskSpec:
         if isinstance(self.depends_on, str):
             self.depends_on = [d for d in self.depends_on.split(",") if d]
         self.depends_on = [str(d).strip() for d in (self.depends_on or []) if str(d).strip()]
-        env = dict(self.env or {})
-        for k, v in env.items():
-            if not k or "=" in k:
-                raise InvalidInput(f"invalid environment variable name {k!r}")
-        self.env = {str(k): str(v) for k, v in env.items()}
-        if self.work_dir is not None and not os.path.isabs(self.work_dir):
-            self.work_dir = os.path.abspath(self.work_dir)
+        for d in self.depends_on:
+            _text(d, f"depends_on entry {_show(d)}")
+        self.env = self._check_env(self.env)
         if self.sweep is not None:
             try:
                 parts = [int(x) for x in self.sweep]
@@ -129,6 +218,78 @@ class TaskSpec:
                 raise InvalidInput(f"invalid sweep {self.sweep!r}: expected (start, end, step)")
             sweep.validate(*parts)
             self.sweep = tuple(parts)
+        self._check_paths()
+        if self.sweep and "*" in self.command:
+            self._check_substituted_command(command_size)
+
+    @staticmethod
+    def _check_env(env) -> dict[str, str]:
+        try:
+            env = dict(env or {})
+        except (TypeError, ValueError):
+            raise InvalidInput(f"env must map variable names to values, not {env!r}"[:200]) from None
+        checked: dict[str, str] = {}
+        total = 0
+        for name, value in env.items():
+            name, value = str(name), str(value)
+            if not name:
+                raise InvalidInput("an environment variable name is empty")
+            size = _text(name, f"environment variable name {_show(name)}")
+            if "=" in name:
+                raise InvalidInput(f"invalid environment variable name {_show(name)}: it contains '='")
+            size += 1 + _text(value, f"environment variable {_show(name)}: value")
+            if size >= MAX_ARG_STRLEN:
+                raise InvalidInput(f"environment variable {_show(name)} is {size} bytes; "
+                                   f"the kernel's limit for one variable is {MAX_ARG_STRLEN - 1}")
+            total += size + 1 + ENV_POINTER_BYTES
+            checked[name] = value
+        if total > MAX_ENV_BYTES:
+            raise InvalidInput(f"the task's environment takes {total} bytes (its NAME=VALUE strings and "
+                               f"{ENV_POINTER_BYTES} per variable); the limit is {MAX_ENV_BYTES} (1 MiB)")
+        return checked
+
+    def _sweep_extremes(self) -> list[int]:
+        """The first and the last sweep value: whichever renders widest is one of them."""
+        start, end, step = self.sweep
+        last = sweep.value(start, step, sweep.count(start, end, step))
+        return [start] if last == start else [start, last]
+
+    def _check_paths(self) -> None:
+        """work_dir, stdin, stdout and stderr: what exec and open() would refuse on any host.
+        Whether the work dir exists depends on the worker's host and is not checked here."""
+        self.work_dir = _path(self.work_dir, "work_dir")
+        if self.work_dir is not None:
+            if not os.path.isabs(self.work_dir):
+                self.work_dir = os.path.abspath(self.work_dir)
+            _path_limits(self.work_dir, "work_dir")
+        for field_name in ("stdin", "stdout", "stderr"):
+            path = _path(getattr(self, field_name), field_name)
+            setattr(self, field_name, path)
+            if path is None:
+                continue
+            if os.path.basename(path) in ("", ".", ".."):
+                raise InvalidInput(f"{field_name} {_show(path)} names a directory, not a file")
+            forms = [(path, "")]
+            if self.sweep and "*" in path:
+                forms += [(sweep.substitute(path, v), f"after sweep substitution of {v}")
+                          for v in self._sweep_extremes()]
+            for text, how in forms:
+                _path_limits(text, f"{field_name} ({how})" if how else field_name)
+                if self.work_dir is not None and not os.path.isabs(text):  # as the worker opens it
+                    how = ", ".join(filter(None, ["joined to work_dir", how]))
+                    _path_limits(os.path.join(self.work_dir, text), f"{field_name} ({how})")
+
+    def _check_substituted_command(self, size: int) -> None:
+        stars = self.command.count("*")
+        tokens = None
+        for v in self._sweep_extremes():
+            if size + stars * (len(str(v)) - 1) <= MAX_COMMAND_BYTES:
+                continue  # a run of n >= 1 stars grows by at most len(str(v)) - 1 bytes
+            tokens = tokens or _sweep_tokens(self.command)
+            n = _substituted_size(size, tokens, v)
+            if n > MAX_COMMAND_BYTES:
+                raise InvalidInput(f"the command is {n} bytes after sweep substitution of {v}; "
+                                   f"the limit is {MAX_COMMAND_BYTES} (16 MiB)")
 
     @property
     def instances(self) -> int:
@@ -162,6 +323,7 @@ class JobSpec:
 
     def __post_init__(self):
         self.name = "" if self.name is None else str(self.name)
+        _text(self.name, "the job name")
         if len(self.name) > MAX_NAME:
             raise InvalidInput(f"job name longer than {MAX_NAME} characters")
         self.priority = Priority.parse(self.priority)
