@@ -15,6 +15,8 @@ import threading
 import time
 import uuid
 
+from kombu.exceptions import OperationalError
+
 from .errors import HpcqError, RedisUnavailable
 from .model import Msg
 from .settings import Settings
@@ -27,13 +29,17 @@ log = logging.getLogger("hpcq.scheduler")
 class Dispatcher:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.store = Store(settings.redis_url)
+        self.store = Store(settings.redis_url, timeout=settings.redis_timeout)
         self.celery = make_celery(settings.redis_url)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stopping = threading.Event()
         self.leading = False
         self.live: set[str] = set()
         self.reclaim_at = 0.0
+        #: Redis' clock minus ours (heartbeats are stamped with Redis' clock).
+        self.clock_offset = 0.0
+        #: Since when this scheduler has reached Redis without a break.
+        self.connected_since = time.monotonic()
 
     def tick(self) -> int:
         """A full pass: expire job runtimes, then fill every live worker's free slots."""
@@ -41,10 +47,11 @@ class Dispatcher:
         for job_id in self.store.due_jobs(now):
             self.expire_job(job_id)
         if now >= self.reclaim_at:
+            self.clock_offset = self.store.time() - time.time()
             self.reclaim()
-            self.reclaim_at = now + self.settings.worker_timeout
+            self.reclaim_at = now + min(1.0, self.settings.worker_timeout / 4)
         sent = 0
-        workers = self.store.live_workers(now - self.settings.worker_timeout)
+        workers = self.store.live_workers(now + self.clock_offset - self.settings.worker_timeout)
         self.live = {name for name, _, _ in workers}
         for name, slots, busy in sorted(workers, key=lambda w: w[2] - w[1]):
             if slots - busy > 0:
@@ -54,29 +61,49 @@ class Dispatcher:
     def fill(self, worker: str, want: int) -> int:
         """Hand up to ``want`` queued tasks to ``worker`` (the script caps it at its free slots)."""
         attempts = self.store.dispatch(worker, want)
-        for task_id, token, celery_id in attempts:
-            send_attempt(self.celery, worker, task_id, token, celery_id)
+        for k, (task_id, token, celery_id) in enumerate(attempts):
+            try:
+                send_attempt(self.celery, worker, task_id, token, celery_id)
+            except OperationalError:
+                # Not sent: queue them again now rather than after dispatch_timeout.
+                for tid, tok, _ in attempts[k:]:
+                    self.store.finish(tid, tok, "lost", error=Msg.never_started.format(worker),
+                                      retry_cap=self.settings.task_retry_count)
+                raise
         return len(attempts)
 
     def reclaim(self) -> None:
-        """Attempts that never started go back to the queue when their worker stopped or fell
-        silent, or when they sat Dispatching past ``dispatch_timeout`` (a scheduler killed
-        between marking a task Dispatching and sending its message).  The old message, if it is
-        ever consumed, fails the token check, so this is always safe.  Attempts already running
-        on a silent worker are left alone: their processes may still be alive."""
-        now = time.time()
-        silent = set(self.store.dead_workers(now - 3 * self.settings.worker_timeout))
-        for name in silent | self.live:
+        """Workers silent for ``worker_timeout`` are lost: each attempt they held ends (never
+        started: queued again; started: rerun if rerunnable, up to ``task_retry_count``, else
+        Failed).  Attempts sitting Dispatching on a live worker past ``dispatch_timeout`` (a
+        scheduler killed between marking a task Dispatching and sending its message) are queued
+        again.  A stale attempt, if it ever runs or ends, fails the token check, so this is always
+        safe.  Right after this scheduler's own Redis outage nobody is declared lost: the silence
+        may be the outage's."""
+        cfg = self.settings
+        now = time.time() + self.clock_offset
+        if time.monotonic() - self.connected_since >= cfg.worker_timeout:
+            silent = self.store.dead_workers(now - cfg.worker_timeout)
+            for name, state in zip(silent, self.store.worker_states(silent)):
+                if state not in ("lost", "stopped") or self.store.worker_tasks(name):
+                    revokes = self.store.lose_worker(name, Msg.worker_lost.format(name),
+                                                     Msg.never_started.format(name),
+                                                     cfg.task_retry_count)
+                    publish_revokes(self.celery, revokes)
+                    log.warning("worker %s is lost (no heartbeat for %g s); its tasks were "
+                                "ended or queued again", name, cfg.worker_timeout)
+            for name in self.store.dead_workers(now - 3 * cfg.worker_timeout):
+                if not self.store.worker_tasks(name):
+                    self.store.forget_worker(name)
+        for name in self.live:
             stranded = self.store.worker_tasks(name)
             for tid, rec in zip(stranded, self.store.tasks(stranded)):
                 sent = float(rec.get("dispatch_time") or 0)
-                if rec.get("state") == "Dispatching" and (
-                        name in silent or now - sent > self.settings.dispatch_timeout):
+                if rec.get("state") == "Dispatching" and now - sent > cfg.dispatch_timeout:
                     self.store.finish(tid, rec.get("token", ""), "lost",
-                                      error=Msg.never_started.format(name))
+                                      error=Msg.never_started.format(name),
+                                      retry_cap=cfg.task_retry_count)
                     log.info("task %s never started on %s; queued again", tid, name)
-            if name in silent and not self.store.worker_tasks(name):
-                self.store.forget_worker(name)
 
     def expire_job(self, job_id: int) -> None:
         msg = Msg.job_runtime_expired
@@ -94,10 +121,11 @@ class Dispatcher:
         """Hold the lease and dispatch.  A finished task nudges with its worker's name, so the
         common case (one slot came free) costs one dispatch call for that worker; a full pass
         over all workers runs when the queue changed ('*') and at least every dispatch_idle."""
-        log.info("scheduler %s started on %s", self.id, self.settings.redis_url)
+        log.info("scheduler %s started on %s", self.id, self.settings.masked_url)
         renew = self.settings.lease_ttl / 3
         lease_at = full_at = 0.0
         nudged: set[str] = {"*"}
+        outage = 0.0
         while not self.stopping.is_set():
             try:
                 now = time.monotonic()
@@ -119,9 +147,17 @@ class Dispatcher:
                     sent = sum(self.fill(w, 1 << 20) for w in nudged if w in self.live)
                 timeout = 0 if sent else min(full_at - time.monotonic(), lease_at - time.monotonic())
                 nudged = self.store.wait_wakeup(max(timeout, 0.01)) if timeout > 0 else set()
-            except RedisUnavailable as exc:
-                log.warning("%s; retrying", exc)
-                self.stopping.wait(1.0)
+            except (RedisUnavailable, OperationalError) as exc:
+                if not outage:
+                    log.warning("%s; retrying with backoff", exc)
+                outage = min(2 * outage, 5.0) if outage else 0.2
+                self.connected_since = time.monotonic() + outage
+                nudged = {"*"}
+                self.stopping.wait(outage)
+                continue
+            if outage:
+                log.warning("Redis is back")
+                outage = 0.0
         if self.leading:
             self.store.release_lease(self.id)
 

@@ -19,7 +19,7 @@ from .errors import HpcqError, InvalidInput, InvalidState, NotFound, RedisUnavai
 _CODES = {"NOTFOUND": NotFound, "STATE": InvalidState, "NOTRERUN": InvalidState,
           "INPUT": InvalidInput, "RETRY": InvalidState, "ILLEGAL": InvalidState}
 SCRIPTS = ("create_job", "add_task", "submit", "dispatch", "start", "finish", "cancel_task",
-           "cancel_job", "requeue_task", "requeue_job", "lease")
+           "cancel_job", "requeue_task", "requeue_job", "lease", "heartbeat", "lose_worker")
 
 
 @functools.cache
@@ -48,10 +48,12 @@ def _s(v):
 class Store:
     """hpcq's view of one Redis database."""
 
-    def __init__(self, url: str, client: redis.Redis | None = None):
+    def __init__(self, url: str, client: redis.Redis | None = None, timeout: float = 5.0):
         self.url = url
+        # A bounded socket timeout: a cut link must fail a call, not hang it for minutes.
         self.redis = client or redis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30)
+            url, decode_responses=True, socket_connect_timeout=timeout, socket_timeout=timeout,
+            socket_keepalive=True, health_check_interval=30)
         self._scripts = {name: self.redis.register_script(script_source(name)) for name in SCRIPTS}
 
     def call(self, name: str, args=()):
@@ -146,10 +148,10 @@ class Store:
         return True, reply[1], dict(zip(flat[::2], flat[1::2]))
 
     def finish(self, task_id, token, outcome, exit_code=None, error="", output="", cpu_user=0,
-               cpu_sys=0, max_rss=0):
+               cpu_sys=0, max_rss=0, retry_cap=3):
         reply = self.call("finish", [task_id, token, outcome,
                                      "" if exit_code is None else exit_code, error or "",
-                                     output or "", cpu_user, cpu_sys, max_rss])
+                                     output or "", cpu_user, cpu_sys, max_rss, retry_cap])
         if reply[0] != "ok":
             return reply[1], "", []
         _, revokes = self.split_revokes(reply[2:])
@@ -158,21 +160,39 @@ class Store:
     def set_fields(self, task_id, **fields) -> None:
         self._do(self.redis.hset, keys.task(task_id), mapping={k: str(v) for k, v in fields.items()})
 
-    def register_worker(self, name: str, slots: int, queue: str, info: dict) -> None:
-        pipe = self.redis.pipeline()
-        pipe.delete(keys.worker(name))
-        pipe.hset(keys.worker(name), mapping={"slots": slots, "queue": queue,
-                                              "info": json.dumps(info), "started": time.time()})
-        pipe.zadd(keys.WORKERS, {name: time.time()})
-        self._do(pipe.execute)
-
-    def heartbeat(self, name: str) -> None:
-        self._do(self.redis.zadd, keys.WORKERS, {name: time.time()})
+    def heartbeat(self, name: str, slots: int, queue: str, info: dict, held, grace: float,
+                  retry_cap: int, state: str = "online"):
+        """Registers the worker in full and reconciles: ``held`` is [(task id, token)] of the
+        attempts it really runs.  Returns (stale [(task id, token)] to kill, revokes)."""
+        flat = [x for pair in held for x in pair]
+        stale, revokes = self.call("heartbeat", [name, slots, queue, json.dumps(info), grace,
+                                                 retry_cap, state, len(held), *flat])
+        return ([(stale[k], stale[k + 1]) for k in range(0, len(stale), 2)],
+                [(revokes[k], revokes[k + 1]) for k in range(0, len(revokes), 2) if revokes[k]])
 
     def unregister_worker(self, name: str) -> None:
         """Marks the worker gone (heartbeat 0): no new tasks, and the scheduler reclaims what
         was sent to it but never started."""
-        self._do(self.redis.zadd, keys.WORKERS, {name: 0})
+        pipe = self.redis.pipeline()
+        pipe.zadd(keys.WORKERS, {name: 0})
+        pipe.hset(keys.worker(name), "state", "stopped")
+        self._do(pipe.execute)
+
+    def lose_worker(self, name: str, message: str, unstarted: str, retry_cap: int):
+        """Ends every attempt of a worker declared lost; returns the revokes to publish."""
+        flat = self.call("lose_worker", [name, message, unstarted, retry_cap])
+        return [(flat[k], flat[k + 1]) for k in range(0, len(flat), 2) if flat[k]]
+
+    def worker_states(self, names) -> list[str | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for n in names:
+            pipe.hget(keys.worker(n), "state")
+        return self._do(pipe.execute)
+
+    def time(self) -> float:
+        """Redis' clock: heartbeats are stamped with it, so hosts' clocks need not agree."""
+        sec, usec = self._do(self.redis.time)
+        return sec + usec / 1e6
 
     def dead_workers(self, before: float) -> list[str]:
         return self._do(self.redis.zrangebyscore, keys.WORKERS, 0, before)

@@ -25,6 +25,8 @@ def make_celery(redis_url: str) -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
+        # Redis going away is normal: reconnect for as long as it takes (with backoff).
+        broker_connection_max_retries=None,
         broker_transport_options={"visibility_timeout": 24 * 3600},
         task_create_missing_queues=True,
     )
@@ -35,6 +37,11 @@ def send_attempt(app: Celery, worker: str, task_id: str, token: str, celery_id: 
     queue = keys.worker_queue(worker)
     app.send_task(RUN_TASK, args=[task_id, token], task_id=celery_id, queue=queue,
                   routing_key=queue)
+
+
+def celery_id(task_id: str, token: str) -> str:
+    """The Celery task id of one attempt (the dispatch script builds the same)."""
+    return f"hpcq-{task_id}-{token}"
 
 
 def parse_celery_id(celery_id: str) -> tuple[str, str] | None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import threading
 
+from billiard.exceptions import WorkerLostError
 from celery import signals
 from celery.utils.functional import maybe_list
 from celery.worker import control
@@ -23,6 +23,8 @@ from scheduler.store import Store
 from scheduler.transport import make_celery, parse_celery_id
 
 from . import supervisor
+from .presence import Presence
+from .registry import Registry
 
 log = logging.getLogger("hpcq.worker")
 settings = get_settings()
@@ -34,7 +36,8 @@ app.conf.update(worker_concurrency=os.cpu_count() or 2, worker_max_tasks_per_chi
 @functools.cache
 def store() -> Store:
     """One Store per process (the pool forks after the main process imports this module)."""
-    return Store(get_settings().redis_url)
+    cfg = get_settings()
+    return Store(cfg.redis_url, timeout=cfg.redis_timeout)
 
 
 def record_revoke(celery_id: str, force: bool = False) -> None:
@@ -81,56 +84,40 @@ def on_pool_process(**kwargs):
     store.cache_clear()
 
 
-class Presence:
-    """Registers the worker and its slot count in Redis and heartbeats until shutdown."""
-
-    def __init__(self):
-        self.stop = threading.Event()
-        self.name = None
-        self.thread: threading.Thread | None = None
-
-    def start(self, name: str, slots: int) -> None:
-        from scheduler import keys
-        self.name = name
-        st = store()
-        self.recover(st, name)
-        st.register_worker(name, slots, keys.worker_queue(name), {"pid": os.getpid()})
-        self.thread = threading.Thread(target=self.beat, daemon=True, name="hpcq-heartbeat")
-        self.thread.start()
-
-    @staticmethod
-    def recover(st: Store, name: str) -> None:
-        """Attempts a previous life of this worker left behind are lost: requeue or fail them."""
-        for tid in st.worker_tasks(name):
-            rec = st.task(tid) or {}
-            st.finish(tid, rec.get("token", ""), "lost", error=Msg.worker_lost.format(name))
-
-    def leave(self) -> None:
-        """No more heartbeats, then marked gone: no heartbeat may land after the mark."""
-        self.stop.set()
-        if self.thread:
-            self.thread.join(timeout=5)
-        if self.name:
-            store().unregister_worker(self.name)
-
-    def beat(self) -> None:
-        while not self.stop.wait(settings.heartbeat_interval):
-            try:
-                store().heartbeat(self.name)
-            except Exception as exc:
-                log.warning("heartbeat: %s", exc)
+@functools.cache
+def registry(worker: str) -> Registry:
+    return Registry(settings.run_dir, worker)
 
 
-presence = Presence()
+presence = Presence(settings, store, app)
+
+
+@signals.worker_init.connect
+def on_init(sender=None, **kwargs):
+    # Orphans of a pool process that dies come back to the main process (see presence.py).
+    supervisor.become_subreaper()
+    presence.prepare(sender.hostname, sender.concurrency)
 
 
 @signals.worker_ready.connect
 def on_ready(sender=None, **kwargs):
-    presence.start(sender.hostname, sender.controller.concurrency)
+    presence.start()
+
+
+@signals.task_failure.connect
+def on_task_failure(sender=None, task_id=None, exception=None, **kwargs):
+    # In the main process, billiard reports a pool process that died under a task.
+    if isinstance(exception, WorkerLostError):
+        presence.check_pools(cause=str(exception))
 
 
 @signals.worker_shutting_down.connect
+def on_shutting_down(sender=None, how="Warm", **kwargs):
+    # Stop being offered tasks at once, and stop what runs (see Presence.shutting_down).
+    presence.shutting_down(str(how))
+
+
 @signals.worker_shutdown.connect
 def on_shutdown(sender=None, **kwargs):
-    # Stop being offered tasks at once (warm shutdown may take long), and again at the end.
     presence.leave()
+    presence.finish_all()

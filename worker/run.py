@@ -1,29 +1,30 @@
 """The Celery task that runs one attempt of an hpcq task and supervises its process tree.
 
 The attempt starts only through the atomic Dispatching -> Running check, and ends with the
-token-checked finish step once every process of the command is gone."""
+token-checked finish step once every process of the command is gone.  Redis may be away at any
+point: the command runs on (unless ``fence_after`` says otherwise), and a result that cannot be
+recorded yet is held in the worker's registry and retried until Redis answers."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import subprocess
-import tempfile
 import time
 from contextlib import ExitStack
 
+import psutil
 from celery.exceptions import Ignore
 
-from scheduler import sweep
+from scheduler.errors import RedisUnavailable
 from scheduler.model import Msg
 from scheduler.settings import get_settings
 from scheduler.store import Store
 from scheduler.transport import RUN_TASK, publish_revokes
 
 from . import supervisor
-from .app import app, store
+from .app import app, registry, store
+from .command import StartError, spawn
 
 log = logging.getLogger("hpcq.worker")
 
@@ -40,6 +41,20 @@ def _describe(status: int) -> tuple[int, str]:
     return code, "" if code == 0 else Msg.exit_code.format(code)
 
 
+def retrying(fn, give_up=lambda: False, first: float = 0.1, most: float = 5.0):
+    """``fn()`` until Redis answers (backoff up to ``most`` s), or None once ``give_up()``."""
+    delay = first
+    while True:
+        try:
+            return fn()
+        except RedisUnavailable as exc:
+            if give_up():
+                return None
+            log.warning("%s; retrying in %.1f s", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, most)
+
+
 class Attempt:
     def __init__(self, task, task_id: str, token: str, st: Store):
         self.celery_task = task
@@ -47,11 +62,16 @@ class Attempt:
         self.token = token
         self.store = st
         self.settings = get_settings()
+        self.worker = task.request.hostname or ""
+        self.registry = registry(self.worker)
         self.term = False
         self.parent = os.getppid()
         self.waiter: supervisor.Waiter | None = None
+        self.unreachable_since: float | None = None
+        self.runtime_expired = False
+        self.entry: dict = {}
 
-    # SIGTERM from Celery (revoke with terminate) or from a pool shutdown.
+    # SIGTERM from Celery (revoke with terminate), from a pool shutdown or from our worker.
     def on_term(self, signum, frame):
         self.term = True
         if self.waiter:
@@ -63,85 +83,57 @@ class Attempt:
         # what guarantees a canceled task never starts: a cancel is recorded in Redis before any
         # revoke is sent, and the check refuses a task that is no longer Dispatching.
         old = signal.signal(signal.SIGTERM, self.on_term)
+        me = psutil.Process()
+        self.entry = self.registry.add(self.task_id, self.token, me.pid, me.create_time())
+        cid = self.entry["celery_id"]
         try:
-            ok, value, spec = self.store.start(self.task_id, self.token, os.getpid())
-            if not ok:
-                # Canceled (or superseded) before it started: its command never runs.
+            limit = time.monotonic() + self.settings.dispatch_timeout + self.settings.worker_timeout
+            reply = retrying(lambda: self.store.start(self.task_id, self.token, os.getpid()),
+                             give_up=lambda: self.term or time.monotonic() > limit)
+            if reply is None or not reply[0]:
+                # Canceled or superseded before it started (or Redis stayed away so long that
+                # the attempt was surely taken back): its command never runs.
+                self.registry.remove(cid)
                 self.celery_task.send_event("task-revoked", terminated=False, signum=None,
                                             expired=False)
                 raise Ignore()
-            proc = out = error = None
-            with ExitStack() as files:
-                try:
-                    proc, out = self.spawn(spec, value, files)
-                except OSError as exc:
-                    error = self.start_error(spec, exc)
-            if proc is None:
-                return self.finish("exit", None, error, "", None)
+            _, value, spec = reply
+            proc = out = None
+            try:
+                with ExitStack() as files:
+                    proc, out = spawn(spec, self.task_id, value, self.worker, cid,
+                                      self.settings.redis_url, self.registry.path(cid, ".sh"), files)
+            except StartError as exc:
+                return self.finish("exit", None, str(exc), "", None)
             try:
                 return self.supervise(proc, out, spec)
             except (TaskFailed, Ignore):
                 raise
             except Exception as exc:
-                # A bug or a lost Redis must not leave processes or a task stuck Running.
+                # A bug must not leave processes or a task stuck Running: the attempt is lost.
                 log.exception("supervising %s", self.task_id)
                 supervisor.kill_all(proc.pid, None)
-                return self.finish("exit", None, f"The worker failed while running the task: {exc}", "", None)
+                return self.finish("lost", None, Msg.worker_failed.format(exc), "", None)
         finally:
             signal.signal(signal.SIGTERM, old)
 
-    def start_error(self, spec, exc: OSError) -> str:
-        wd = spec.get("work_dir")
-        if wd and not os.path.isdir(wd):
-            return f"The task could not start: its working directory {wd} does not exist."
-        return f"The task could not start: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
-
-    def spawn(self, spec: dict, value: str, files: ExitStack):
-        v = int(value) if value else None
-
-        def sub(field):
-            raw = spec.get(field)
-            return sweep.substitute(raw, v) if raw is not None and v is not None else raw
-
-        env = dict(os.environ)
-        env.update(json.loads(spec.get("env") or "{}"))
-        j, t, *i = self.task_id.split(".")
-        env.update(HPCQ_JOB_ID=j, HPCQ_TASK_ID=self.task_id, HPCQ_TASK_NUMBER=t,
-                   HPCQ_INSTANCE=i[0] if i else "", HPCQ_SWEEP_VALUE=value or "")
-        wd = spec.get("work_dir") or None
-        if wd and not os.path.isdir(wd):
-            raise FileNotFoundError(2, "No such directory", wd)
-        stdin = files.enter_context(open(self._path(sub("stdin"), wd), "rb")) if spec.get("stdin") else subprocess.DEVNULL
-        out = None
-        if not spec.get("stdout") or not spec.get("stderr"):
-            out = files.enter_context(tempfile.TemporaryFile())
-        stdout = files.enter_context(open(self._path(sub("stdout"), wd), "wb")) if spec.get("stdout") else out
-        stderr = files.enter_context(open(self._path(sub("stderr"), wd), "wb")) if spec.get("stderr") else (
-            subprocess.STDOUT if stdout is out else out)
-        proc = subprocess.Popen(["/bin/sh", "-c", sub("command")], cwd=wd, env=env, stdin=stdin,
-                                stdout=stdout, stderr=stderr, start_new_session=True,
-                                close_fds=True)
-        self.store.set_fields(self.task_id, pid=proc.pid)
-        # keep the capture file open past the ExitStack
-        return proc, (os.fdopen(os.dup(out.fileno()), "rb") if out is not None else None)
-
-    @staticmethod
-    def _path(p, wd):
-        return os.path.join(wd, p) if wd and not os.path.isabs(p) else p
-
-    def supervise(self, proc: subprocess.Popen, out, spec: dict):
+    def supervise(self, proc, out, spec: dict):
         pid = proc.pid
         self.waiter = w = supervisor.Waiter(pid)
         started = time.monotonic()
         runtime = float(spec.get("runtime") or 0)
         poll = self.settings.cancel_poll_interval
         next_poll = started + poll
-        stopping = None      # None, or why: "cancel" | "shutdown"
+        stopping = None      # None, or why: "cancel" | "shutdown" | "fence"
         kill_at = None
         status = rusage = None
         keep = pid           # the main process is reaped only by wait4 below
         if self.term:
             w.nudge()
+        try:
+            self.store.set_fields(self.task_id, pid=pid)
+        except RedisUnavailable:
+            pass
         try:
             while True:
                 now = time.monotonic()
@@ -165,8 +157,7 @@ class Attempt:
                         kill_at = now
                     self.term = False
                 if runtime and not stopping and now >= started + runtime:
-                    self.store.cancel_task(self.task_id, Msg.task_runtime_expired,
-                                           Msg.task_runtime_expired, mode="revoke", token=self.token)
+                    self.expire_runtime()
                     stopping = "cancel"
                     supervisor.signal_tree(pid, signal.SIGTERM, keep)
                     kill_at = now + self.settings.task_cancel_grace_period
@@ -194,12 +185,37 @@ class Attempt:
             out.close()
         usage = (rusage.ru_utime, rusage.ru_stime, rusage.ru_maxrss * 1024)
         if stopping == "shutdown":
-            return self.finish("lost", code, Msg.worker_stopped.format(self.celery_task.request.hostname), output, usage)
+            return self.finish("lost", code, Msg.worker_stopped.format(self.worker), output, usage)
+        if stopping == "fence":
+            return self.finish("lost", code, Msg.fenced.format(
+                self.worker, f"{self.settings.fence_after:g}"), output, usage)
+        if self.runtime_expired:
+            error = Msg.task_runtime_expired
         return self.finish("exit", code, error, output, usage)
+
+    def expire_runtime(self) -> None:
+        try:
+            self.store.cancel_task(self.task_id, Msg.task_runtime_expired,
+                                   Msg.task_runtime_expired, mode="revoke", token=self.token)
+        except RedisUnavailable:
+            self.runtime_expired = True      # recorded with the result once Redis is back
 
     def check(self, signaled: bool):
         """Is this attempt to stop, why, forced, and with what grace?"""
-        rec = self.store.task(self.task_id) or {}
+        how = self.registry.shutdown()
+        try:
+            rec = self.store.task(self.task_id) or {}
+            self.unreachable_since = None
+        except RedisUnavailable:
+            # The command runs on through an outage, unless the worker is to fence itself.
+            now = time.monotonic()
+            self.unreachable_since = self.unreachable_since or now
+            fence = self.settings.fence_after
+            if fence > 0 and now - self.unreachable_since >= fence:
+                return "fence", False, self.settings.task_cancel_grace_period
+            if signaled or how or os.getppid() != self.parent:
+                return self.shutdown_stop(how)
+            return None, False, 0.0
         if rec.get("token") != self.token:
             return "shutdown", True, 0.0          # superseded: stop without recording
         if rec.get("state") == "Canceling":
@@ -207,18 +223,44 @@ class Attempt:
             grace = float(grace) if grace not in (None, "") else self.settings.task_cancel_grace_period
             return "cancel", rec.get("cancel_force") == "1", grace
         # Every revoke passes through the worker's revoke command, which records the cancel
-        # before it signals; so a SIGTERM with nothing recorded is the pool shutting down (a
-        # cold shutdown), as is the worker's main process dying under us.
-        if signaled or os.getppid() != self.parent:
-            return "shutdown", False, min(self.settings.task_cancel_grace_period, 5.0)
+        # before it signals; so a SIGTERM with nothing recorded is the worker shutting down, as
+        # is the worker's main process dying under us.
+        if signaled or how or os.getppid() != self.parent:
+            return self.shutdown_stop(how)
         return None, False, 0.0
+
+    def shutdown_stop(self, how: str):
+        """Warm shutdown: the task gets its grace period; cold (or the main process gone): none."""
+        if how == "warm":
+            return "shutdown", False, self.settings.task_cancel_grace_period
+        return "shutdown", True, 0.0
 
     def finish(self, outcome, code, error, output, usage):
         usage = usage or (0.0, 0.0, 0)
-        state, message, revokes = self.store.finish(
-            self.task_id, self.token, outcome, code, error, output, *usage)
+        args = (self.task_id, self.token, outcome, code, error, output, *usage)
+        # Held in the registry until recorded: if this process dies now, the main process (or
+        # the worker's next life) records it.
+        self.registry.update(self.entry, result=list(args))
+        give_up_at = [None]
+
+        def give_up():
+            # A worker that is shutting down leaves the held result to its next life.
+            if not (self.term or self.registry.shutdown()):
+                return False
+            give_up_at[0] = give_up_at[0] or time.monotonic() + 10
+            return time.monotonic() > give_up_at[0]
+
+        reply = retrying(lambda: self.store.finish(*args, retry_cap=self.settings.task_retry_count),
+                         give_up=give_up)
+        if reply is None:
+            raise TaskFailed("Redis could not be reached to record the result; it is kept for the worker's next start.")
+        self.registry.remove(self.entry["celery_id"])
+        state, message, revokes = reply
         if revokes:
-            publish_revokes(app, revokes)
+            try:
+                publish_revokes(app, revokes)
+            except Exception as exc:
+                log.warning("publishing revokes: %s", exc)
         if state != "Finished":
             # Failed, stopped for a requeue, lost, or superseded: never a Celery SUCCESS.
             raise TaskFailed(message or error or f"the attempt ended {state}")

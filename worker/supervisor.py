@@ -21,6 +21,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def become_subreaper() -> None:
+    """Orphans of this process's descendants are reparented to it, not to init."""
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
@@ -149,3 +150,48 @@ class Waiter:
                 os.close(fd)
             except OSError:
                 pass
+
+
+#: Environment markers every command of an attempt carries (and all its descendants inherit):
+#: what finds an attempt's processes wherever they went (reparented, another session).
+ATTEMPT_VAR = "HPCQ_ATTEMPT"
+WORKER_VAR = "HPCQ_WORKER"
+
+
+def marked(var: str, values, procs=None) -> list[psutil.Process]:
+    """Live processes whose environment has ``var`` set to one of ``values``; among ``procs``
+    (e.g. this process's descendants) or, if None, every process of the host."""
+    values = set(values)
+    me = os.getpid()
+    found = []
+    for p in procs if procs is not None else psutil.process_iter():
+        if p.pid == me:
+            continue
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and p.environ().get(var) in values:
+                found.append(p)
+        except (psutil.Error, OSError):
+            pass
+    return found
+
+
+def kill_marked(var: str, values, procs=None, deadline: float = 5.0) -> int:
+    """SIGKILL every process marked so, until none is left; returns how many were found."""
+    if not values:
+        return 0
+    end = time.monotonic() + deadline
+    total = 0
+    while time.monotonic() < end:
+        procs_now = marked(var, values, procs() if callable(procs) else procs)
+        if not procs_now:
+            break
+        total += len(procs_now)
+        for p in procs_now:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        time.sleep(0.02)
+        for p in procs_now:
+            reap(p.pid)       # ours if it was reparented to us; only these pids, never the pool's
+    return total

@@ -2,9 +2,10 @@
 -- worker's free slots; each popped task (or the next instance of a sweep) goes Dispatching with a
 -- fresh attempt token.  Returns id, token, celery id for each.
 local w, want = ARGV[1], tonumber(ARGV[2])
-local wk = PREFIX .. ':worker:' .. w
-local slots = num(redis.call('HGET', wk, 'slots'))
-local free = slots - redis.call('SCARD', k_wtasks(w))
+local wv = redis.call('HMGET', k_worker(w), 'slots', 'state', 'stale')
+-- a lost, draining or stopped worker gets nothing; slots held by stale attempts being killed are not free
+if wv[2] == 'lost' or wv[2] == 'stopped' or wv[2] == 'draining' then return {} end
+local free = num(wv[1]) - redis.call('SCARD', k_wtasks(w)) - num(wv[3])
 if want > free then want = free end
 local out = {}
 if want <= 0 then return out end
@@ -52,7 +53,8 @@ while #out < want * 3 do
     end
   end
   if unit then
-    local token = tostring(redis.call('INCR', PREFIX .. ':attempt'))
+    -- unique even if Redis lost its last writes and counts again: the sequence, then microseconds
+    local token = string.format('%d%06d', redis.call('INCR', PREFIX .. ':attempt'), tonumber(redis.call('TIME')[2]))
     local cid = 'hpcq-' .. unit .. '-' .. token
     redis.call('HSET', k_task(unit), 'token', token, 'celery_id', cid, 'node', w, 'dispatch_time', ts)
     redis.call('SADD', k_wtasks(w), unit)

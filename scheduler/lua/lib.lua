@@ -11,6 +11,8 @@ local function k_redo(m) return PREFIX .. ':task:' .. m .. ':redo' end
 local function k_ended(m) return PREFIX .. ':task:' .. m .. ':ended' end
 local function k_rdeps(t) return PREFIX .. ':task:' .. t .. ':rdeps' end
 local function k_wtasks(w) return PREFIX .. ':worker:' .. w .. ':tasks' end
+local function k_worker(w) return PREFIX .. ':worker:' .. w end
+local K_WORKERS = PREFIX .. ':workers'
 local K_QUEUE = PREFIX .. ':queue'
 local K_DEADLINES = PREFIX .. ':deadlines'
 local K_WAKEUP = PREFIX .. ':wakeup'
@@ -147,7 +149,7 @@ end
 -- Clear what an attempt left behind so a requeued task starts clean.
 local RESULT_FIELDS = {'exit_code', 'error', 'output', 'end_time', 'start_time', 'pid',
   'cpu_user', 'cpu_sys', 'max_rss', 'cancel_error', 'cancel_force', 'cancel_grace',
-  'cancel_requeue', 'cancel_time', 'explicit', 'token', 'celery_id'}
+  'cancel_requeue', 'cancel_time', 'explicit', 'token', 'celery_id', 'unlisted', 'worker_pid'}
 local function clear_results(id)
   redis.call('HDEL', k_task(id), unpack(RESULT_FIELDS))
 end
@@ -363,4 +365,105 @@ local function job_reopen(j, ts)
     -- a new run: its clock (and runtime limit) starts again when a task next runs
     redis.call('HDEL', jk, 'end_time', 'error', 'start_time')
   end
+end
+
+-- Dispatching -> Running for a task or instance (its sweep master and job start too).
+local function start_unit(id, ts)
+  task_move(id, 'Dispatching', 'Running', ts)
+  local j, t, i = split_id(id)
+  if i then
+    local m = j .. '.' .. t
+    if redis.call('HGET', k_task(m), 'state') == 'Queued' then
+      task_move(m, 'Queued', 'Running', ts)
+      redis.call('HSETNX', k_task(m), 'start_time', ts)
+    end
+  end
+  job_started(j, ts)
+end
+
+-- The end of one attempt, token-checked: the worker's result ('exit'), or the attempt was lost
+-- ('lost': its worker, its supervising process or its record is gone, or it was stopped by a
+-- shutdown).  A task stopped while Canceling ends Failed with its cancel message; a requeue
+-- waiting on the stop puts it back in the queue; a lost attempt is queued again if it never
+-- started, or if the task is rerunnable and has been rerun fewer than `cap` times.
+-- Returns {'ok', end state, message, celery id, mode, ...} or {'stale', state}.
+local function end_attempt(id, token, outcome, exit_code, err, output, cpu_user, cpu_sys, max_rss, cap)
+  local tk = k_task(id)
+  local v = redis.call('HMGET', tk, 'state', 'token', 'cancel_error', 'cancel_requeue', 'node',
+                       'auto_requeue_count')
+  local st = v[1]
+  if not st then return {'stale', 'gone'} end
+  if v[2] ~= token or not TASK_ON_WORKER[st] then return {'stale', st} end
+  local j, t, i = split_id(id)
+  local spec = i and k_task(j .. '.' .. t) or tk
+  local rerunnable = redis.call('HGET', spec, 'rerunnable') == '1'
+  local jcap = redis.call('HGET', k_job(j), 'task_retry_count')
+  if jcap then cap = jcap end
+  local ts = now()
+  if st == 'Dispatching' and outcome == 'exit' then
+    -- it ran, but its start was lost with Redis' last writes: record the start first
+    start_unit(id, ts)
+    st = 'Running'
+  end
+  local to, msg, requeue = 'Failed', err, v[4] == '1'
+  if st == 'Canceling' then
+    msg = v[3]
+  elseif outcome == 'lost' then
+    local reruns = num(v[6])
+    if st == 'Dispatching' then
+      to = 'Queued'              -- it never started: always safe to queue again
+    elseif rerunnable then
+      if reruns < num(cap) then
+        to = 'Queued'
+      else
+        msg = string.format(MSG.retry_limit, err, reruns, cap)
+      end
+    end
+  elseif exit_code == '0' and err == '' then
+    to, msg = 'Finished', ''
+  end
+  redis.call('SREM', k_wtasks(v[5]), id)
+  local fields = {'end_time', ts, 'cpu_user', cpu_user, 'cpu_sys', cpu_sys, 'max_rss', max_rss,
+                  'output', output}
+  if exit_code ~= '' then table.insert(fields, 'exit_code'); table.insert(fields, exit_code) end
+  redis.call('HSET', tk, unpack(fields))
+  redis.call('HDEL', tk, 'unlisted')
+  -- a lost attempt's processes may live on somewhere: with no token, its worker sees it is stale
+  if outcome == 'lost' then redis.call('HDEL', tk, 'token') end
+  local out = {'ok', to, msg or ''}
+  if to == 'Queued' then
+    task_move(id, st, 'Queued', ts)
+    redis.call('HINCRBY', tk, 'auto_requeue_count', 1)
+    redis.call('HSET', tk, 'last_error', msg)
+    clear_results(id)
+    place_queued(id, ts)
+    job_refresh(j, ts)
+  elseif to == 'Failed' and requeue then
+    task_move(id, st, 'Failed', ts)
+    task_move(id, 'Failed', 'Queued', ts)
+    redis.call('HINCRBY', tk, 'requeue_count', 1)
+    clear_results(id)
+    place_queued(id, ts)
+    out[2] = 'Queued'
+    job_refresh(j, ts)
+  else
+    task_move(id, st, to, ts)
+    if msg ~= '' then redis.call('HSET', tk, 'error', msg) else redis.call('HDEL', tk, 'error') end
+    -- fail_on_task_failure: the first real failure fails the job at once and stops the rest.
+    local jv = redis.call('HMGET', k_job(j), 'state', 'fail_on_task_failure')
+    if to == 'Failed' and st ~= 'Canceling' and jv[2] == '1' and not JOB_END[jv[1]]
+        and jv[1] ~= 'Canceling' then
+      redis.call('HSET', k_job(j), 'error', string.format(MSG.job_failed_on_task, id))
+      job_move(j, jv[1], 'Failed', ts)
+      local stop = string.format(MSG.stopped_by_job_failure, id)
+      local revokes = {}
+      local mid = i and (j .. '.' .. t) or id
+      cancel_all(j, ts, stop, stop, '0', '', '0', mid, revokes)
+      if i then cancel_master(mid, ts, stop, stop, '0', '', '0', '0', revokes) end
+      for _, x in ipairs(revokes) do table.insert(out, x) end
+    end
+    unit_ended(id, to, ts)
+  end
+  if #out > 3 then wakeup() else wakeup(v[5]) end
+  return out
 end

@@ -1,0 +1,49 @@
+-- ARGV: worker name, slots, queue, info (JSON), reconcile grace (s), retry cap, state ('online'
+-- or 'draining': shutting down, no new work), then n and n pairs (task id, token) of the attempts the worker really holds (its local record).
+-- Registers the worker in full on every beat (a forgotten or restarted worker comes back with
+-- its slots and queue), then reconciles Redis with the worker's reality, as slurmd reports its
+-- jobs: an attempt the worker holds that Redis no longer assigns to it is stale (returned: the
+-- worker kills its processes); an attempt Redis holds as started there that the worker does not
+-- list is lost once it has been missing for the grace period.
+-- Returns {{stale id, token, ...}, {celery id, mode, ...}}.
+local w, slots, queue, info, grace, cap = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local wstate = ARGV[7]
+local n = tonumber(ARGV[8])
+local ts = now()
+local wk = k_worker(w)
+local was = redis.call('HGET', wk, 'state')
+redis.call('HSET', wk, 'slots', slots, 'queue', queue, 'info', info, 'state', wstate, 'beat', ts)
+if was ~= wstate then
+  if was ~= 'online' and was ~= 'draining' then redis.call('HSET', wk, 'started', ts) end
+  emit('worker', w, wstate)
+end
+redis.call('ZADD', K_WORKERS, ts, w)
+local listed, stale = {}, {}
+for k = 0, n - 1 do
+  local id, tok = ARGV[9 + 2 * k], ARGV[10 + 2 * k]
+  listed[id] = tok
+  local v = redis.call('HMGET', k_task(id), 'token', 'node')
+  if v[1] ~= tok or v[2] ~= w then
+    table.insert(stale, id)
+    table.insert(stale, tok)
+  end
+end
+-- stale attempts still hold pool processes until they are killed: no new work for those slots
+redis.call('HSET', wk, 'stale', #stale / 2)
+local revokes = {}
+for _, id in ipairs(redis.call('SMEMBERS', k_wtasks(w))) do
+  local tk = k_task(id)
+  local v = redis.call('HMGET', tk, 'state', 'token', 'unlisted')
+  if listed[id] and listed[id] == v[2] then
+    if v[3] then redis.call('HDEL', tk, 'unlisted') end
+  elseif v[1] == 'Running' or v[1] == 'Canceling' then
+    if not v[3] then
+      redis.call('HSET', tk, 'unlisted', ts)
+    elseif tonumber(ts) - tonumber(v[3]) >= tonumber(grace) then
+      local out = end_attempt(id, v[2] or '', 'lost', '', string.format(MSG.worker_unlisted, w),
+                              '', 0, 0, 0, cap)
+      for k = 4, #out do table.insert(revokes, out[k]) end
+    end
+  end
+end
+return {stale, revokes}

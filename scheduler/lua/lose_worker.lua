@@ -1,0 +1,21 @@
+-- ARGV: worker name, message for a started attempt, message for one never started, retry cap.
+-- The worker is lost (silent past the timeout): each of its attempts ends as lost.  Those that
+-- never started are queued again; started ones are rerun if rerunnable (up to the cap), else
+-- Failed; a Canceling one completes its cancel.  Returns {celery id, mode, ...} to revoke.
+local w, msg, unstarted, cap = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local revokes = {}
+for _, id in ipairs(redis.call('SMEMBERS', k_wtasks(w))) do
+  local v = redis.call('HMGET', k_task(id), 'state', 'token')
+  local out = end_attempt(id, v[2] or '', 'lost', '', v[1] == 'Dispatching' and unstarted or msg,
+                          '', 0, 0, 0, cap)
+  if out[1] ~= 'ok' then
+    redis.call('SREM', k_wtasks(w), id)     -- not on the worker any more: a stale entry
+  end
+  for k = 4, #out do table.insert(revokes, out[k]) end
+end
+local ws = redis.call('HGET', k_worker(w), 'state')
+if ws ~= 'lost' and ws ~= 'stopped' then
+  redis.call('HSET', k_worker(w), 'state', 'lost', 'lost_at', now())
+  emit('worker', w, 'lost')
+end
+return revokes

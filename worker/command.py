@@ -1,0 +1,114 @@
+"""Starting a task's command: its environment (hpcq's secrets taken out, markers put in), its
+files, and a start error that says exactly what is wrong on this host."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import tempfile
+from contextlib import ExitStack
+from urllib.parse import urlsplit
+
+from scheduler import sweep
+
+from .supervisor import ATTEMPT_VAR, WORKER_VAR
+
+#: hpcq's own variables that may carry the Redis URL or password: never in a task's environment.
+SECRET_VARS = frozenset({"HPCQ_REDIS_URL", "HPCQ_REDIS_PASSWORD_FILE", "HPCQ_REDIS_PASSWORD",
+                         "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"})
+#: Longer commands run from a script file: one argv string is capped at 128 KiB by the kernel.
+MAX_INLINE_COMMAND = 64 * 1024
+
+
+class StartError(Exception):
+    """The command could not be started; the text says why (recorded as the task's error)."""
+
+
+def task_environment(base: dict, redis_url: str, spec_env: dict, markers: dict) -> dict:
+    """The worker's environment without anything that reveals Redis, the task's own variables,
+    hpcq's per-task variables and the markers."""
+    password = urlsplit(redis_url).password if redis_url else None
+    env = {k: v for k, v in base.items()
+           if k not in SECRET_VARS and not (redis_url and redis_url in v)
+           and not (password and password in v)}
+    env.update(spec_env)
+    env.update(markers)
+    return env
+
+
+def _die_with_supervisor() -> None:
+    """In the child before exec: SIGKILL if the pool process supervising it dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def spawn(spec: dict, task_id: str, value: str, worker: str, celery_id: str, redis_url: str,
+          script_path: str, files: ExitStack):
+    """Start the command in a session of its own; returns (Popen, capture file or None)."""
+    v = int(value) if value else None
+
+    def sub(field):
+        raw = spec.get(field)
+        return sweep.substitute(raw, v) if raw is not None and v is not None else raw
+
+    j, t, *i = task_id.split(".")
+    env = task_environment(os.environ, redis_url, json.loads(spec.get("env") or "{}"), {
+        "HPCQ_JOB_ID": j, "HPCQ_TASK_ID": task_id, "HPCQ_TASK_NUMBER": t,
+        "HPCQ_INSTANCE": i[0] if i else "", "HPCQ_SWEEP_VALUE": value or "",
+        ATTEMPT_VAR: celery_id, WORKER_VAR: worker})
+    wd = spec.get("work_dir") or None
+    if wd:
+        check_dir(wd)
+    command = sub("command")
+    argv = ["/bin/sh", "-c", command]
+    if len(command.encode()) > MAX_INLINE_COMMAND:
+        with open(script_path, "w") as f:
+            f.write(command)
+        argv = ["/bin/sh", script_path]
+    stdin = open_file(files, "stdin", sub("stdin"), wd, "rb") if spec.get("stdin") else subprocess.DEVNULL
+    out = None
+    if not spec.get("stdout") or not spec.get("stderr"):
+        out = files.enter_context(tempfile.TemporaryFile())
+    stdout = open_file(files, "stdout", sub("stdout"), wd, "wb") if spec.get("stdout") else out
+    stderr = open_file(files, "stderr", sub("stderr"), wd, "wb") if spec.get("stderr") else (
+        subprocess.STDOUT if stdout is out else out)
+    try:
+        proc = subprocess.Popen(argv, cwd=wd, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
+                                start_new_session=True, close_fds=True,
+                                preexec_fn=_die_with_supervisor)
+    except OSError as exc:
+        raise StartError(f"The task could not start: {exc.strerror or exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise StartError(f"The task could not start: {exc}") from None
+    # keep the capture file open past the ExitStack
+    return proc, (os.fdopen(os.dup(out.fileno()), "rb") if out is not None else None)
+
+
+def check_dir(wd: str) -> None:
+    if not os.path.exists(wd):
+        raise StartError(f"The task could not start: its working directory {wd} does not exist.")
+    if not os.path.isdir(wd):
+        raise StartError(f"The task could not start: its working directory {wd} is not a directory.")
+    if not os.access(wd, os.X_OK):
+        raise StartError(f"The task could not start: its working directory {wd} is not accessible (permission denied).")
+
+
+def open_file(files: ExitStack, what: str, path: str, wd: str | None, mode: str):
+    full = os.path.join(wd, path) if wd and not os.path.isabs(path) else path
+    try:
+        return files.enter_context(open(full, mode))
+    except FileNotFoundError:
+        parent = os.path.dirname(full) or "."
+        gone = full if "r" in mode or os.path.isdir(parent) else parent
+        raise StartError(f"The task could not start: its {what} {'file' if gone == full else 'directory'} "
+                         f"{gone} does not exist.") from None
+    except IsADirectoryError:
+        raise StartError(f"The task could not start: its {what} {full} is a directory.") from None
+    except NotADirectoryError:
+        raise StartError(f"The task could not start: a part of its {what} path {full} is not a directory.") from None
+    except PermissionError:
+        raise StartError(f"The task could not start: permission denied for its {what} {full}.") from None
+    except (OSError, ValueError) as exc:
+        raise StartError(f"The task could not start: its {what} {full}: {getattr(exc, 'strerror', None) or exc}") from None

@@ -1,0 +1,90 @@
+"""The worker's own record of the attempts it holds, one small file per attempt on local disk.
+
+Redis is the system of record, but it can be away (an outage) or behind (AOF loses its last
+second).  So the worker keeps its own truth, as slurmd does: an attempt is written here by its
+pool process before the start check and removed only once its end is recorded in Redis.  The
+heartbeat lists these attempts (reconciliation), the main process watches their pool processes
+(a killed pool process is noticed at once), a result that could not be recorded yet is held
+here, and a restart with the same name finds what a previous life left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+from scheduler.transport import celery_id
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "@.-_" else "_" for c in name)
+
+
+class Registry:
+    """``<run_dir>/<worker name>/<celery id>.json`` for each attempt the worker holds."""
+
+    def __init__(self, run_dir: str, worker: str):
+        self.dir = os.path.join(run_dir, _safe(worker))
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+
+    def path(self, cid: str, suffix: str = ".json") -> str:
+        return os.path.join(self.dir, _safe(cid) + suffix)
+
+    def write(self, cid: str, entry: dict) -> None:
+        """Atomically (a rename), so a reader never sees half an entry."""
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(entry, f)
+        os.replace(tmp, self.path(cid))
+
+    def add(self, task_id: str, token: str, pool_pid: int, pool_started: float) -> dict:
+        entry = {"task_id": task_id, "token": token, "celery_id": celery_id(task_id, token),
+                 "pool_pid": pool_pid, "pool_started": pool_started}
+        self.write(entry["celery_id"], entry)
+        return entry
+
+    def update(self, entry: dict, **fields) -> None:
+        entry.update(fields)
+        self.write(entry["celery_id"], entry)
+
+    def remove(self, cid: str) -> None:
+        for suffix in (".json", ".sh"):
+            try:
+                os.unlink(self.path(cid, suffix))
+            except FileNotFoundError:
+                pass
+
+    def entries(self) -> list[dict]:
+        out = []
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return out
+        for name in names:
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            try:
+                with open(os.path.join(self.dir, name)) as f:
+                    out.append(json.load(f))
+            except (OSError, ValueError):
+                pass          # removed meanwhile, or being replaced
+        return out
+
+    # --- how the worker is shutting down, for its pool processes ---------------------------
+    def set_shutdown(self, how: str) -> None:
+        with open(os.path.join(self.dir, ".shutdown"), "w") as f:
+            f.write(how)
+
+    def shutdown(self) -> str:
+        """'' while running; 'warm' or 'cold' once the worker is shutting down."""
+        try:
+            with open(os.path.join(self.dir, ".shutdown")) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            return ""
+
+    def clear_shutdown(self) -> None:
+        try:
+            os.unlink(os.path.join(self.dir, ".shutdown"))
+        except FileNotFoundError:
+            pass
