@@ -148,10 +148,11 @@ class Store:
         return True, reply[1], dict(zip(flat[::2], flat[1::2]))
 
     def finish(self, task_id, token, outcome, exit_code=None, error="", output="", cpu_user=0,
-               cpu_sys=0, max_rss=0, retry_cap=3):
+               cpu_sys=0, max_rss=0, retry_cap=3, drain=False):
         reply = self.call("finish", [task_id, token, outcome,
                                      "" if exit_code is None else exit_code, error or "",
-                                     output or "", cpu_user, cpu_sys, max_rss, retry_cap])
+                                     output or "", cpu_user, cpu_sys, max_rss, retry_cap,
+                                     int(drain)])
         if reply[0] != "ok":
             return reply[1], "", []
         _, revokes = self.split_revokes(reply[2:])

@@ -23,7 +23,7 @@ def test_attempt_whose_message_was_never_sent_is_queued_again(redis_server):
         c.start_scheduler()
         assert job.wait(timeout=30) == JobState.Finished
         t = s.get_task(tid)
-        assert t.output == "ran\n" and t.auto_requeue_count == 1
+        assert t.output == "ran\n" and t.auto_requeue_count == 0   # it never ran: not a rerun
         assert t.token != token
         # the stranded attempt can no longer start or finish anything
         assert s.store.start(tid, token, 1)[0] is False
@@ -51,7 +51,7 @@ def test_attempt_sent_to_a_worker_that_went_away_runs_elsewhere(redis_server):
         c.start_worker("w2@reclaim", 1)
         assert job.wait(timeout=60) == JobState.Finished
         t = s.get_task(task.id)
-        assert t.node == "w2@reclaim" and t.output == "rescued\n" and t.auto_requeue_count == 1
+        assert t.node == "w2@reclaim" and t.output == "rescued\n" and t.auto_requeue_count == 0
         # the ghost is forgotten once nothing of it is left
         t0 = time.monotonic()
         while c.r.zscore("hpcq:workers", "ghost@reclaim") is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 
 from billiard.exceptions import WorkerLostError
 from celery import signals
@@ -81,6 +82,9 @@ def on_task_revoked(sender=None, request=None, terminated=None, **kwargs):
 @signals.worker_process_init.connect
 def on_pool_process(**kwargs):
     supervisor.become_subreaper()
+    # Celery makes a pool process die with SIGKILL when the main process dies, which would
+    # orphan the command; with SIGTERM its attempt stops the command first and records it lost.
+    supervisor.die_with_parent(signal.SIGTERM)
     store.cache_clear()
 
 

@@ -3,7 +3,6 @@ files, and a start error that says exactly what is wrong on this host."""
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -14,7 +13,7 @@ from urllib.parse import urlsplit
 
 from scheduler import sweep
 
-from .supervisor import ATTEMPT_VAR, WORKER_VAR
+from .supervisor import ATTEMPT_VAR, WORKER_VAR, die_with_parent
 
 #: hpcq's own variables that may carry the Redis URL or password: never in a task's environment.
 SECRET_VARS = frozenset({"HPCQ_REDIS_URL", "HPCQ_REDIS_PASSWORD_FILE", "HPCQ_REDIS_PASSWORD",
@@ -41,7 +40,7 @@ def task_environment(base: dict, redis_url: str, spec_env: dict, markers: dict) 
 
 def _die_with_supervisor() -> None:
     """In the child before exec: SIGKILL if the pool process supervising it dies."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    die_with_parent(signal.SIGKILL)
 
 
 def spawn(spec: dict, task_id: str, value: str, worker: str, celery_id: str, redis_url: str,

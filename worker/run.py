@@ -116,6 +116,8 @@ class Attempt:
                 return self.finish("lost", None, Msg.worker_failed.format(exc), "", None)
         finally:
             signal.signal(signal.SIGTERM, old)
+            if os.getppid() != self.parent:
+                os._exit(1)     # the worker's main process is gone: this pool process goes too
 
     def supervise(self, proc, out, spec: dict):
         pid = proc.pid
@@ -185,7 +187,8 @@ class Attempt:
             out.close()
         usage = (rusage.ru_utime, rusage.ru_stime, rusage.ru_maxrss * 1024)
         if stopping == "shutdown":
-            return self.finish("lost", code, Msg.worker_stopped.format(self.worker), output, usage)
+            return self.finish("lost", code, Msg.worker_stopped.format(self.worker), output, usage,
+                               drain=True)
         if stopping == "fence":
             return self.finish("lost", code, Msg.fenced.format(
                 self.worker, f"{self.settings.fence_after:g}"), output, usage)
@@ -235,7 +238,7 @@ class Attempt:
             return "shutdown", False, self.settings.task_cancel_grace_period
         return "shutdown", True, 0.0
 
-    def finish(self, outcome, code, error, output, usage):
+    def finish(self, outcome, code, error, output, usage, drain=False):
         usage = usage or (0.0, 0.0, 0)
         args = (self.task_id, self.token, outcome, code, error, output, *usage)
         # Held in the registry until recorded: if this process dies now, the main process (or
@@ -250,7 +253,8 @@ class Attempt:
             give_up_at[0] = give_up_at[0] or time.monotonic() + 10
             return time.monotonic() > give_up_at[0]
 
-        reply = retrying(lambda: self.store.finish(*args, retry_cap=self.settings.task_retry_count),
+        reply = retrying(lambda: self.store.finish(*args, retry_cap=self.settings.task_retry_count,
+                                                   drain=drain),
                          give_up=give_up)
         if reply is None:
             raise TaskFailed("Redis could not be reached to record the result; it is kept for the worker's next start.")

@@ -25,6 +25,11 @@ def become_subreaper() -> None:
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
+def die_with_parent(sig: int) -> None:
+    """This process gets ``sig`` when its parent dies (Linux PR_SET_PDEATHSIG)."""
+    _libc.prctl(1, int(sig), 0, 0, 0)
+
+
 def _children(pid: int) -> list[int]:
     """Direct children from /proc (cheap: no scan of every process on the host)."""
     kids = []

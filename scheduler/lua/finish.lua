@@ -1,7 +1,13 @@
 -- ARGV: task id, attempt token, outcome ('exit' | 'lost'), exit code, error, output, cpu_user,
--- cpu_sys, max_rss, retry cap.
+-- cpu_sys, max_rss, retry cap, drain ('1': the worker is shutting down; it gets no more work).
 -- The worker's last step for an attempt: records the result if the token is still current
 -- (end_attempt in lib.lua).  Returns {'ok', end state, error message, celery id, mode, ...} or
 -- {'stale', state}.
-return end_attempt(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8],
-                   ARGV[9], ARGV[10])
+local out = end_attempt(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8],
+                        ARGV[9], ARGV[10])
+if ARGV[11] == '1' and out[1] == 'ok' then
+  -- in the same step as the requeue, so the task cannot be sent back to this worker
+  local node = redis.call('HGET', k_task(ARGV[1]), 'node')
+  if node then redis.call('HSET', k_worker(node), 'state', 'draining', 'drain_at', now()) end
+end
+return out

@@ -9,9 +9,14 @@
 local w, slots, queue, info, grace, cap = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local wstate = ARGV[7]
 local n = tonumber(ARGV[8])
-local ts = now()
 local wk = k_worker(w)
-local was = redis.call('HGET', wk, 'state')
+local ts = now()
+local was, wasinfo, drain_at = unpack(redis.call('HMGET', wk, 'state', 'info', 'drain_at'))
+-- A task stopped by the worker's shutdown marked it draining; a beat sent before the worker
+-- knew must not undo that (a new life has a new pid in info; a stray signal is forgotten).
+if was == 'draining' and wasinfo == info and tonumber(ts) - num(drain_at) < 10 then
+  wstate = 'draining'
+end
 redis.call('HSET', wk, 'slots', slots, 'queue', queue, 'info', info, 'state', wstate, 'beat', ts)
 if was ~= wstate then
   if was ~= 'online' and was ~= 'draining' then redis.call('HSET', wk, 'started', ts) end

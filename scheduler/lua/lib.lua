@@ -433,7 +433,8 @@ local function end_attempt(id, token, outcome, exit_code, err, output, cpu_user,
   local out = {'ok', to, msg or ''}
   if to == 'Queued' then
     task_move(id, st, 'Queued', ts)
-    redis.call('HINCRBY', tk, 'auto_requeue_count', 1)
+    -- a rerun counts; an attempt that never started was not run, so it does not
+    if st ~= 'Dispatching' then redis.call('HINCRBY', tk, 'auto_requeue_count', 1) end
     redis.call('HSET', tk, 'last_error', msg)
     clear_results(id)
     place_queued(id, ts)
