@@ -27,7 +27,8 @@ class Settings:
     #: How often a running task looks in Redis for a cancel it may have missed as a broadcast.
     cancel_poll_interval: float = field(
         default_factory=lambda: _env("cancel_poll_interval", 0.5, float))
-    #: Workers heartbeat this often; one silent for worker_timeout is not given new tasks.
+    #: Workers heartbeat this often; one silent for worker_timeout is declared lost (HPC Pack's
+    #: missed heartbeats) and each attempt it held ends: rerun if rerunnable, else Failed.
     heartbeat_interval: float = field(default_factory=lambda: _env("heartbeat_interval", 2.0, float))
     worker_timeout: float = field(default_factory=lambda: _env("worker_timeout", 10.0, float))
     #: An attempt sent to a worker but not started after this long is queued again.
