@@ -150,7 +150,7 @@ class Dispatcher:
             except (RedisUnavailable, OperationalError) as exc:
                 if not outage:
                     log.warning("%s; retrying with backoff", exc)
-                outage = min(2 * outage, 5.0) if outage else 0.2
+                outage = min(2 * outage, 2.0) if outage else 0.2
                 self.connected_since = time.monotonic() + outage
                 nudged = {"*"}
                 self.stopping.wait(outage)
