@@ -105,15 +105,14 @@ class Attempt:
                                       self.settings.redis_url, self.registry.path(cid, ".sh"), files)
             except StartError as exc:
                 return self.finish("exit", None, str(exc), "", None)
-            try:
-                return self.supervise(proc, out, spec)
-            except (TaskFailed, Ignore):
-                raise
-            except Exception as exc:
-                # A bug must not leave processes or a task stuck Running: the attempt is lost.
-                log.exception("supervising %s", self.task_id)
-                supervisor.kill_all(proc.pid, None)
-                return self.finish("lost", None, Msg.worker_failed.format(exc), "", None)
+            return self.supervise(proc, out, spec)
+        except (TaskFailed, Ignore):
+            raise
+        except Exception as exc:
+            # A bug must not leave processes or a task stuck Running: the attempt is lost.
+            log.exception("running %s", self.task_id)
+            supervisor.kill_all(None)
+            return self.finish("lost", None, Msg.worker_failed.format(exc), "", None)
         finally:
             signal.signal(signal.SIGTERM, old)
             if os.getppid() != self.parent:
