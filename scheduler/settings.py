@@ -57,7 +57,8 @@ class Settings:
     #: Where a worker keeps its record of the attempts it runs (survives the worker's death, so
     #: a restart with the same name finds and kills what a previous life left behind).
     run_dir: str = field(default_factory=lambda: _env(
-        "run_dir", os.path.join(os.environ.get("XDG_RUNTIME_DIR") or "/tmp", "hpcq-run")))
+        "run_dir", os.path.join(os.environ["XDG_RUNTIME_DIR"], "hpcq-run") if os.environ.get(
+            "XDG_RUNTIME_DIR") else f"/tmp/hpcq-run-{os.getuid()}"))
     #: Where ``hpcq up`` keeps its embedded Redis data.
     state_dir: str = field(default_factory=lambda: _env(
         "state_dir", os.path.join(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "hpcq")))

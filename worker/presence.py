@@ -79,7 +79,10 @@ class Presence:
             t = threading.Thread(target=target, daemon=True, name=name)
             t.start()
             self.threads.append(t)
-        self.beat_once()
+        try:
+            self.beat_once()      # registered as soon as it is ready
+        except RedisUnavailable as exc:
+            log.warning("heartbeat: %s; retrying", exc)
 
     # --- heartbeat and reconciliation ---------------------------------------------------------
     def beat_once(self) -> None:
@@ -144,6 +147,8 @@ class Presence:
         record it lost (rerun if rerunnable).  Token-checked, so doing it twice is harmless."""
         with self.lock:
             cid = entry["celery_id"]
+            if not os.path.exists(self.registry.path(cid)):
+                return            # handled meanwhile (the guard and Celery's report race)
             if kill:
                 supervisor.kill_marked(supervisor.ATTEMPT_VAR, [cid], self.descendants)
             args = entry.get("result") or [entry["task_id"], entry["token"], "lost", None, error,
