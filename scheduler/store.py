@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from . import keys, model, states
 from .errors import HpcqError, InvalidInput, InvalidState, NotFound, RedisUnavailable
@@ -50,10 +52,13 @@ class Store:
 
     def __init__(self, url: str, client: redis.Redis | None = None, timeout: float = 5.0):
         self.url = url
-        # A bounded socket timeout: a cut link must fail a call, not hang it for minutes.
+        # A bounded socket timeout: a cut link must fail a call, not hang it for minutes.  One
+        # immediate retry (a pooled connection Redis dropped), no more: the daemons retry with
+        # their own backoff, and redis-py's default (3 retries with backoff) would stall every
+        # call for seconds during an outage and could run a script twice.
         self.redis = client or redis.Redis.from_url(
             url, decode_responses=True, socket_connect_timeout=timeout, socket_timeout=timeout,
-            socket_keepalive=True, health_check_interval=30)
+            socket_keepalive=True, health_check_interval=30, retry=Retry(NoBackoff(), 1))
         self._scripts = {name: self.redis.register_script(script_source(name)) for name in SCRIPTS}
 
     def call(self, name: str, args=()):

@@ -38,7 +38,9 @@ app.conf.update(worker_concurrency=os.cpu_count() or 2, worker_max_tasks_per_chi
 def store() -> Store:
     """One Store per process (the pool forks after the main process imports this module)."""
     cfg = get_settings()
-    return Store(cfg.redis_url, timeout=cfg.redis_timeout)
+    # With a fence, a cut link must be noticed well within fence_after.
+    timeout = min(cfg.redis_timeout, cfg.fence_after / 4) if cfg.fence_after > 0 else cfg.redis_timeout
+    return Store(cfg.redis_url, timeout=timeout)
 
 
 def record_revoke(celery_id: str, force: bool = False) -> None:

@@ -67,7 +67,8 @@ class Attempt:
         self.term = False
         self.parent = os.getppid()
         self.waiter: supervisor.Waiter | None = None
-        self.unreachable_since: float | None = None
+        #: When Redis last answered this attempt (the fence counts from here).
+        self.last_ok = time.monotonic()
         self.runtime_expired = False
         self.entry: dict = {}
 
@@ -98,6 +99,7 @@ class Attempt:
                                             expired=False)
                 raise Ignore()
             _, value, spec = reply
+            self.last_ok = time.monotonic()
             proc = out = None
             try:
                 with ExitStack() as files:
@@ -124,6 +126,7 @@ class Attempt:
         started = time.monotonic()
         runtime = float(spec.get("runtime") or 0)
         poll = self.settings.cancel_poll_interval
+        fence = self.settings.fence_after
         next_poll = started + poll
         stopping = None      # None, or why: "cancel" | "shutdown" | "fence"
         kill_at = None
@@ -139,7 +142,8 @@ class Attempt:
             while True:
                 now = time.monotonic()
                 wakes = [next_poll] + [x for x in (kill_at,) if x] + (
-                    [started + runtime] if runtime and not stopping else [])
+                    [started + runtime] if runtime and not stopping else []) + (
+                    [self.last_ok + fence] if fence > 0 and not stopping else [])
                 exited, nudged = w.wait(min(wakes) - now, exited=status is not None)
                 if exited and status is None:
                     _, status, rusage = os.wait4(pid, 0)
@@ -147,7 +151,7 @@ class Attempt:
                     if not stopping:
                         break
                 now = time.monotonic()
-                if nudged or now >= next_poll:
+                if nudged or now >= next_poll or (fence > 0 and now >= self.last_ok + fence):
                     next_poll = now + poll
                     why, force, grace = self.check(nudged and self.term)
                     if why and not stopping:
@@ -206,15 +210,14 @@ class Attempt:
         """Is this attempt to stop, why, forced, and with what grace?"""
         how = self.registry.shutdown()
         try:
+            if self.fenced():
+                return self.fence_stop()
             rec = self.store.task(self.task_id) or {}
-            self.unreachable_since = None
+            self.last_ok = time.monotonic()
         except RedisUnavailable:
             # The command runs on through an outage, unless the worker is to fence itself.
-            now = time.monotonic()
-            self.unreachable_since = self.unreachable_since or now
-            fence = self.settings.fence_after
-            if fence > 0 and now - self.unreachable_since >= fence:
-                return "fence", False, self.settings.task_cancel_grace_period
+            if self.fenced():
+                return self.fence_stop()
             if signaled or how or os.getppid() != self.parent:
                 return self.shutdown_stop(how)
             return None, False, 0.0
@@ -230,6 +233,17 @@ class Attempt:
         if signaled or how or os.getppid() != self.parent:
             return self.shutdown_stop(how)
         return None, False, 0.0
+
+    def fenced(self) -> bool:
+        fence = self.settings.fence_after
+        return fence > 0 and time.monotonic() - self.last_ok >= fence
+
+    def fence_stop(self):
+        """Stopped in time to be gone before the worker can be declared lost (worker_timeout
+        after Redis last heard from it): the grace period is cut to fit."""
+        cfg = self.settings
+        room = max(0.0, cfg.worker_timeout - cfg.fence_after - 1.0)
+        return "fence", room == 0.0, min(cfg.task_cancel_grace_period, room)
 
     def shutdown_stop(self, how: str):
         """Warm shutdown: the task gets its grace period; cold (or the main process gone): none."""
