@@ -143,3 +143,16 @@ def task_processes(marker: str, task_id) -> list[psutil.Process]:
         if env.get(MARKER_VAR) == marker and env.get("HPCQ_TASK_ID") == tid:
             found.append(p)
     return found
+
+
+def attempt_processes(celery_id: str) -> list[psutil.Process]:
+    """Live processes of one attempt (the worker puts ``HPCQ_ATTEMPT=<celery id>`` in the
+    command's environment), wherever they were reparented."""
+    found = []
+    for p in psutil.process_iter(["status"]):
+        try:
+            if p.info["status"] != psutil.STATUS_ZOMBIE and p.environ().get("HPCQ_ATTEMPT") == celery_id:
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found

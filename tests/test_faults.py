@@ -11,22 +11,10 @@ import time
 import psutil
 import pytest
 
-from fixtures_core import running_cluster, task_processes, wait_until
+from fixtures_core import attempt_processes, running_cluster, task_processes, wait_until
 from scheduler import JobState
 
 ENV = {"HPCQ_WORKER_TIMEOUT": "3", "HPCQ_HEARTBEAT_INTERVAL": "0.5", "HPCQ_RECONCILE_GRACE": "2"}
-
-
-def attempt_processes(celery_id: str) -> list[psutil.Process]:
-    """Live processes of one attempt, wherever they were reparented (the worker's marker)."""
-    found = []
-    for p in psutil.process_iter(["status"]):
-        try:
-            if p.info["status"] != psutil.STATUS_ZOMBIE and p.environ().get("HPCQ_ATTEMPT") == celery_id:
-                found.append(p)
-        except psutil.Error:
-            pass
-    return found
 
 
 def once_then_quick(tmp_path, name: str, first: str = "sleep 120 & wait") -> str:
@@ -169,8 +157,8 @@ def test_dead_worker_is_declared_lost_and_its_tasks_end(redis_server, tmp_path):
         c.start_worker("w2@lost", 1)
         killed_at = time.monotonic()
         os.killpg(c.procs["w1@lost"].pid, signal.SIGKILL)     # the node's worker dies whole
-        t = wait_until(lambda: s.get_task(task.id).auto_requeue_count == 1 and s.get_task(task.id),
-                       15, "the lost task to be queued again")
+        wait_until(lambda: s.get_task(task.id).auto_requeue_count == 1 and s.get_task(task.id),
+                   15, "the lost task to be queued again")
         detected = time.monotonic() - killed_at
         assert job.wait(timeout=30) == JobState.Failed
         assert s.get_task(task.id).node == "w2@lost" and s.get_task(task.id).output == "again\n"

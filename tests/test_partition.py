@@ -25,7 +25,7 @@ import psutil
 import pytest
 import redis
 
-from fixtures_core import MARKER_VAR, assert_no_leftovers, new_marker, wait_until
+from fixtures_core import MARKER_VAR, assert_no_leftovers, attempt_processes, new_marker, wait_until
 from netns import Network, _die_with_parent, netns_available, start_redis
 from scheduler import JobState, Scheduler
 
@@ -49,19 +49,6 @@ def _alive(p: psutil.Process) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-def attempt_processes(celery_id: str) -> list[psutil.Process]:
-    """Live processes of one attempt (the worker puts HPCQ_ATTEMPT=<celery id> in the command's
-    environment), wherever they are."""
-    found = []
-    for p in psutil.process_iter(["status"]):
-        try:
-            if p.info["status"] != psutil.STATUS_ZOMBIE and p.environ().get("HPCQ_ATTEMPT") == celery_id:
-                found.append(p)
-        except psutil.Error:
-            pass
-    return found
 
 
 def marker_command(path) -> str:

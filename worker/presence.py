@@ -17,7 +17,6 @@ import psutil
 from scheduler.errors import RedisUnavailable
 from scheduler.model import Msg
 from scheduler.settings import Settings
-from scheduler.store import Store
 from scheduler.transport import publish_revokes
 
 from . import supervisor
