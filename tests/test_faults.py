@@ -267,3 +267,37 @@ def test_start_errors_say_what_is_wrong_and_long_commands_run(redis_server, tmp_
         out = s.get_task(env.id).output
         assert "HPCQ_TASK_ID=" in out and "HPCQ_REDIS_URL" not in out and c.redis_url not in out
         assert not task_processes(c.marker, long.id)
+
+
+def test_a_message_delivered_twice_runs_the_attempt_once(redis_server, tmp_path):
+    """What redelivery (visibility timeout, a worker dying with a prefetched message) amounts
+    to: the same attempt's message arrives twice; the start check lets exactly one run."""
+    from scheduler.transport import send_attempt
+    mark = tmp_path / "ran"
+    with running_cluster(redis_server, workers=(("w1@twice", 2),), schedulers=(), env=ENV) as c:
+        s = c.scheduler_api()
+        job = s.create_job(name="twice")
+        task = job.add_task(command=f"echo $HPCQ_ATTEMPT >> {mark}; sleep 1")
+        s.submit_job(job)
+        [(tid, token, cid)] = s.store.dispatch("w1@twice", 1)
+        for _ in range(2):
+            send_attempt(s.celery, "w1@twice", tid, token, cid)
+        assert job.wait(timeout=30) == JobState.Finished
+        consumed(c, s, "w1@twice")
+        assert mark.read_text().splitlines() == [cid]
+        # and after the end, the same message again changes nothing
+        send_attempt(s.celery, "w1@twice", tid, token, cid)
+        consumed(c, s, "w1@twice")
+        assert mark.read_text().splitlines() == [cid] and s.get_task(tid).state.value == "Finished"
+
+
+def consumed(c, s, worker: str) -> None:
+    """Every message sent to the worker was taken and none is being worked on."""
+    queue = f"hpcq.w.{worker}"
+
+    def idle():
+        if c.r.llen(queue) or c.r.hlen("unacked"):
+            return False
+        active = s.celery.control.inspect(destination=[worker], timeout=1).active() or {}
+        return worker in active and not active[worker]
+    wait_until(idle, 20, f"{worker} to take every message and finish it")
