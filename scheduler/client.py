@@ -59,6 +59,18 @@ def _band(priority: Priority) -> int:
     return (4 - int(priority)) * BAND
 
 
+# --- the texts a cancel records ---------------------------------------------------------------
+#: The message of the cancel that stops a running attempt when it is requeued.
+REQUEUE_MESSAGE = "Requeued."
+
+
+def cancel_texts(message: str = "") -> tuple[str, str]:
+    """HPC Pack's texts for a cancel with ``message`` (already checked): what a task that had
+    not started records, and what a running one records once its processes are gone.  The one
+    place ``Msg.canceled_by_user`` and ``Msg.canceled_during_execution`` are formatted."""
+    return Msg.canceled_by_user.format(message), Msg.canceled_during_execution.format(message)
+
+
 class Scheduler:
     """A connection to one hpcq cluster (its Redis)."""
 
@@ -128,14 +140,12 @@ class Scheduler:
     def cancel_job(self, job_id, message: str | None = None, force: bool = False,
                    graceful: bool = False, wait: bool = True, timeout: float | None = None,
                    grace: float | None = None) -> "Job":
-        job = self.get_job(job_id)
-        message = check_cancel_message(message)
         if force and graceful:
             raise InvalidInput("a cancel cannot be both forced and graceful")
-        _, revokes = self.store.cancel_job(
-            job.id, Msg.canceled_by_user.format(message),
-            Msg.canceled_during_execution.format(message), message, force=force, grace=grace,
-            graceful=graceful)
+        job = self.get_job(job_id)
+        message = check_cancel_message(message)
+        _, revokes = self.store.cancel_job(job.id, *cancel_texts(message), message, force=force,
+                                           grace=grace, graceful=graceful)
         self.publish(revokes)
         if wait:
             job.wait(timeout=self._cancel_timeout(timeout, grace) if not graceful else timeout)
@@ -143,7 +153,7 @@ class Scheduler:
 
     def requeue_job(self, job_id, wait: bool = True, timeout: float | None = None) -> "Job":
         job = self.get_job(job_id)
-        _, revokes = self.store.requeue_job(job.id, Msg.canceled_during_execution.format("Requeued."))
+        _, revokes = self.store.requeue_job(job.id, cancel_texts(REQUEUE_MESSAGE)[1])
         self.publish(revokes)
         if wait:
             self._wait_requeued(revokes, timeout)
@@ -170,9 +180,7 @@ class Scheduler:
                     grace: float | None = None) -> "Task":
         tid = TaskId.parse(task_id)
         message = check_cancel_message(message)
-        _, revokes = self.store.cancel_task(
-            tid, Msg.canceled_by_user.format(message),
-            Msg.canceled_during_execution.format(message), force=force, grace=grace)
+        _, revokes = self.store.cancel_task(tid, *cancel_texts(message), force=force, grace=grace)
         self.publish(revokes)
         task = self.get_task(tid)
         if wait:
@@ -182,7 +190,7 @@ class Scheduler:
 
     def requeue_task(self, task_id, wait: bool = True, timeout: float | None = None) -> "Task":
         tid = TaskId.parse(task_id)
-        state, revokes = self.store.requeue_task(tid, Msg.canceled_during_execution.format("Requeued."))
+        state, revokes = self.store.requeue_task(tid, cancel_texts(REQUEUE_MESSAGE)[1])
         self.publish(revokes)
         if wait and state == TaskState.Canceling:  # queued again once its processes are gone
             self._wait(lambda: self.get_task(tid).state != TaskState.Canceling,
