@@ -6,16 +6,18 @@ then published as Celery revokes; the call waits for the end state unless ``wait
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import time
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping, Union
 from urllib.parse import urlsplit
 
 import redis
 
 from .errors import InvalidInput, InvalidState, NotFound, RedisUnavailable, WaitTimeout
 from .ids import TaskId, parse_job_id
-from .model import JobSpec, Msg, Priority, TaskSpec, check_cancel_message, resolve_dependencies
+from .model import (MAX_CANCEL_MESSAGE, JobSpec, Msg, Priority, TaskSpec, check_cancel_message,
+                    resolve_dependencies)
 from .records import JobView, TaskView, instance_record
 from .settings import Settings, get_settings, mask_url
 from .states import JOB_END, TASK_END, JobState, TaskState
@@ -71,6 +73,66 @@ def cancel_texts(message: str = "") -> tuple[str, str]:
     return Msg.canceled_by_user.format(message), Msg.canceled_during_execution.format(message)
 
 
+# --- submission checks ------------------------------------------------------------------------
+#: What ``Scheduler.submit`` takes for one task: a TaskSpec, or a mapping of TaskSpec's fields.
+TaskInput = Union[TaskSpec, Mapping[str, Any]]
+
+
+def task_spec(task: TaskInput, label: str | None = None) -> TaskSpec:
+    """A validated copy of ``task`` (a TaskSpec is checked again: its fields may have been
+    changed since it was made).  ``label`` ("task 2") starts the message of an error."""
+    def refuse(text: str):
+        return InvalidInput(f"{label}: {text}" if label else text)
+    if not isinstance(task, (TaskSpec, Mapping)):
+        raise refuse(f"a task must be a TaskSpec or a mapping of its fields, not {type(task).__name__}")
+    if isinstance(task, Mapping):
+        names = [f.name for f in dataclasses.fields(TaskSpec)]
+        unknown = sorted(str(k) for k in task if k not in names)
+        if unknown:
+            raise refuse(f"unknown task field(s) {', '.join(unknown)}: the fields are {', '.join(names)}")
+        if "command" not in task:
+            raise refuse("a task needs a non-empty command")
+    try:
+        return dataclasses.replace(task) if isinstance(task, TaskSpec) else TaskSpec(**task)
+    except InvalidInput as exc:
+        if not label:
+            raise
+        raise type(exc)(f"{label}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # a field of the wrong type
+        raise refuse(str(exc)) from None
+
+
+def task_specs(tasks: "TaskInput | Iterable[TaskInput]") -> list[TaskSpec]:
+    """Validated specs of one task or a sequence of tasks; when there are several, an error
+    names the task's number."""
+    if isinstance(tasks, (TaskSpec, Mapping)):
+        return [task_spec(tasks)]
+    if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
+        raise InvalidInput("tasks must be a TaskSpec, a mapping of its fields, or a list of them")
+    items = list(tasks)
+    if not items:
+        raise InvalidInput("a job needs at least one task")
+    return [task_spec(t, f"task {n}" if len(items) > 1 else None) for n, t in enumerate(items, 1)]
+
+
+def submission_checks(specs: list[TaskSpec], job_runtime: int | None,
+                      job_id: int | None = None) -> list[list[int]]:
+    """What a job's tasks are checked for, as a whole, when it is submitted: no task's runtime
+    over the job's, dependencies on names of the job's tasks and without a cycle.  Returns each
+    task's dependencies (task numbers), as the submit script takes them.  Reads nothing."""
+    if job_runtime:
+        for n, s in enumerate(specs, 1):
+            if s.runtime and s.runtime > job_runtime:
+                label = f"{job_id}.{n}" if job_id is not None else str(n)
+                raise InvalidInput(f"task {label}'s runtime ({s.runtime} s) is greater than the "
+                                   f"job's runtime ({job_runtime} s)")
+    return resolve_dependencies(specs)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 class Scheduler:
     """A connection to one hpcq cluster (its Redis)."""
 
@@ -105,25 +167,70 @@ class Scheduler:
             publish_revokes(self.celery, revokes)
 
     # --- jobs -----------------------------------------------------------------------------
+    @staticmethod
+    def _job_spec(name, priority, fail_on_task_failure, runtime) -> JobSpec:
+        return JobSpec(name=name, priority=priority, fail_on_task_failure=fail_on_task_failure,
+                       runtime=runtime, owner=getpass.getuser())
+
     def create_job(self, name: str = "", priority="Normal", fail_on_task_failure: bool = False,
                    runtime: int | None = None) -> "Job":
-        spec = JobSpec(name=name, priority=priority, fail_on_task_failure=fail_on_task_failure,
-                       runtime=runtime, owner=getpass.getuser())
+        spec = self._job_spec(name, priority, fail_on_task_failure, runtime)
         return self.get_job(self.store.create_job(spec.to_record()))
 
     def submit_job(self, job: "Job | int") -> "Job":
+        """Submit a job in Configuring with the tasks it has (``submission_checks`` first)."""
         job = self._job(job)
         job.refresh()
         if job.state != JobState.Configuring:
             raise InvalidState(f"Only jobs in the Configuring state can be submitted; job {job.id} is {job.state}.")
-        specs = [t.spec() for t in job.get_task_list()]
-        if job.runtime:
-            for n, s in enumerate(specs, 1):
-                if s.runtime and s.runtime > job.runtime:
-                    raise InvalidInput(f"task {job.id}.{n}'s runtime is greater than the job's runtime")
-        self.store.submit(job.id, _band(job.priority), resolve_dependencies(specs))
-        job.refresh()
-        return job
+        deps = submission_checks([t.spec() for t in job.get_task_list()], job.runtime, job.id)
+        self.store.submit(job.id, _band(job.priority), deps)
+        return job.refresh()
+
+    def submit(self, tasks: "TaskInput | Iterable[TaskInput]", *, name: str = "",
+               priority="Normal", fail_on_task_failure: bool = False,
+               runtime: int | None = None) -> "Job":
+        """Create a job of ``tasks`` and submit it, in one call; returns the submitted job.
+
+        ``tasks`` is one task or a list of them, each a TaskSpec or a mapping of its fields
+        (``{"command": "echo hi", "name": "a", "depends_on": ["b"]}``).  Everything (the job's
+        fields, every task, their dependencies and runtimes) is checked before the first write,
+        so a refused call changes nothing in Redis.  If a step fails after the job was created
+        (Redis lost, the job changed by another client meanwhile), the job is canceled before
+        the error is raised, so a failed call never leaves a job that could still run or that
+        a user could go on filling; the Canceled job's error message says why."""
+        job_spec = self._job_spec(name, priority, fail_on_task_failure, runtime)
+        specs = task_specs(tasks)
+        deps = submission_checks(specs, job_spec.runtime)
+        records = [s.to_record() for s in specs]
+        job_id = self.store.create_job(job_spec.to_record())
+        try:
+            for n, record in enumerate(records, 1):
+                if self.store.add_task(job_id, record) != n:
+                    raise InvalidState(f"job {job_id} changed while it was being submitted")
+            self.store.submit(job_id, _band(job_spec.priority), deps)
+        except BaseException as exc:
+            self._roll_back(job_id, exc)
+            raise
+        return self.get_job(job_id)
+
+    def _roll_back(self, job_id: int, exc: BaseException) -> None:
+        """Cancel the job a failed ``submit`` created.  Canceling (one atomic, checked step) and
+        not deleting: the job was visible from its creation on (``job list --all``, the event
+        stream), another client may have touched it, and its id cannot be given back; a
+        Canceled job runs nothing and says why.  If even the cancel fails, ``exc`` gets a note
+        naming the job."""
+        reason = _one_line(str(exc)) or type(exc).__name__
+        message = f"submit failed: {reason}"
+        if len(message) > MAX_CANCEL_MESSAGE:
+            message = message[:MAX_CANCEL_MESSAGE - 3] + "..."
+        try:
+            self.cancel_job(job_id, message=message, wait=False)
+        except InvalidState:  # already Canceled (or ended) by someone else
+            pass
+        except Exception as undo:
+            exc.add_note(f"job {job_id} was created but could not be canceled: "
+                         f"{_one_line(str(undo)) or type(undo).__name__}")
 
     def get_job(self, job_id) -> "Job":
         job_id = parse_job_id(job_id)
