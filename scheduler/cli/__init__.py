@@ -41,8 +41,10 @@ for command in (job_group, task_group, scheduler_cmd, worker_cmd, up_cmd):
     cli.add_command(command)
 
 
-def _fail(message: str, code: int) -> None:
-    """``fail`` with every Redis URL masked and its password hidden (issue 10)."""
+def _fail(message: str, code: int, exc: BaseException | None = None) -> None:
+    """``fail`` with every Redis URL masked and its password hidden (issue 10); the notes the
+    API added to ``exc`` (e.g. a job a failed submit could not cancel) follow on the same line."""
+    message = "; ".join([message, *getattr(exc, "__notes__", ())])
     fail(common.redact(message, common.current.get("redis_url"), os.environ.get("HPCQ_REDIS_URL")),
          code)
 
@@ -67,9 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="hpcq", standalone_mode=False)
     except RedisUnavailable as exc:
-        _fail(_unreachable(exc), exc.exit_code)
+        _fail(_unreachable(exc), exc.exit_code, exc)
     except HpcqError as exc:
-        _fail(str(exc) or type(exc).__name__, exc.exit_code)
+        _fail(str(exc) or type(exc).__name__, exc.exit_code, exc)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
             hint = f" (see '{ctx.command_path} --help')"
         _fail(exc.format_message().rstrip(".") + hint, exc.exit_code)
     except (redis.ConnectionError, redis.TimeoutError, OperationalError) as exc:
-        _fail(_unreachable(exc), 1)
+        _fail(_unreachable(exc), 1, exc)
     except redis.RedisError as exc:
-        _fail(f"Redis error: {exc}", 1)
+        _fail(f"Redis error: {exc}", 1, exc)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -8,8 +8,7 @@ import re
 
 import click
 
-from ..errors import HpcqError, InvalidInput
-from ..model import TaskSpec, resolve_dependencies
+from ..model import MAX_CANCEL_MESSAGE, TaskSpec
 from ..states import JobState
 from . import common, render
 from .common import json_option, redis_option
@@ -69,10 +68,7 @@ def build_spec(words, kw) -> TaskSpec:
 
 
 def add_spec(job, spec: TaskSpec):
-    return job.add_task(command=spec.command, name=spec.name, sweep=spec.sweep,
-                        work_dir=spec.work_dir, env=spec.env, stdin=spec.stdin,
-                        stdout=spec.stdout, stderr=spec.stderr, runtime=spec.runtime,
-                        depends_on=spec.depends_on, is_rerunnable=spec.is_rerunnable)
+    return job.add_task(**vars(spec))
 
 
 def print_id(obj_id, as_json: bool, **extra) -> None:
@@ -158,32 +154,18 @@ def job_submit(words, as_json, name, priority, fail_on_task_failure, runtime, **
         if given:
             raise click.UsageError(
                 f"job and task options apply only to a new job (-- COMMAND), not to job {words[0].strip()}")
-        s = common.connect()
-        job = s.submit_job(s.get_job(words[0]))
-        if as_json:
-            render.emit_json(job.to_dict())
-        else:
-            click.echo(str(job.id))
+        _print_submitted(common.connect().submit_job(words[0]), as_json)
         return
     if command is not None and words:
         raise click.UsageError(f"unexpected argument {words[0]!r} before --")
     kw["task_name"] = kw["task_name"] or name
     spec = build_spec(command if command is not None else words, kw)
-    resolve_dependencies([spec])  # refuse before anything is created
-    if runtime and spec.runtime and spec.runtime > runtime:
-        raise InvalidInput("the task's runtime is greater than the job's runtime")
-    s = common.connect()
-    job = s.create_job(name=name, priority=priority,
-                       fail_on_task_failure=fail_on_task_failure, runtime=runtime)
-    try:
-        add_spec(job, spec)
-        job = s.submit_job(job)
-    except HpcqError:
-        try:  # do not leave a half-made job behind
-            s.cancel_job(job.id, message="submit failed", wait=False)
-        except HpcqError:
-            pass
-        raise
+    job = common.connect().submit(spec, name=name, priority=priority,
+                                  fail_on_task_failure=fail_on_task_failure, runtime=runtime)
+    _print_submitted(job, as_json)
+
+
+def _print_submitted(job, as_json: bool) -> None:
     if as_json:
         render.emit_json(job.to_dict())
     else:
@@ -256,7 +238,7 @@ def job_wait(job, timeout, as_json):
 
 @job_group.command("cancel")
 @click.argument("job")
-@click.option("--message", metavar="M", help="Reason, recorded in the error messages (<= 128 characters).")
+@click.option("--message", metavar="M", help=f"Reason, recorded in the error messages (<= {MAX_CANCEL_MESSAGE} characters).")
 @click.option("--force", is_flag=True, help="Kill running tasks at once, without the grace period.")
 @click.option("--graceful", is_flag=True, help="Let running tasks finish; start nothing new.")
 @click.option("--grace", type=click.FloatRange(min=0), metavar="S", help="Grace period between SIGTERM and SIGKILL.")
@@ -265,8 +247,6 @@ def job_wait(job, timeout, as_json):
 @json_option
 def job_cancel(job, message, force, graceful, grace, no_wait, as_json):
     """Cancel a job and its unfinished tasks; print its resulting state."""
-    if force and graceful:
-        raise InvalidInput("--force and --graceful cannot be combined")
     with render.waiting(f"canceling job {job}: waiting until its tasks have stopped"):
         j = common.connect().cancel_job(job, message=message, force=force, graceful=graceful,
                                         wait=not no_wait, grace=grace)

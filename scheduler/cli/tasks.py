@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from ..model import MAX_CANCEL_MESSAGE
 from . import common, render
 from .common import json_option, redis_option
 
@@ -30,7 +31,7 @@ def task_view(task, as_json):
 
 @task_group.command("cancel")
 @click.argument("task")
-@click.option("--message", metavar="M", help="Reason, recorded in the error message (<= 128 characters).")
+@click.option("--message", metavar="M", help=f"Reason, recorded in the error message (<= {MAX_CANCEL_MESSAGE} characters).")
 @click.option("--force", is_flag=True, help="Kill a running task at once, without the grace period.")
 @click.option("--grace", type=click.FloatRange(min=0), metavar="S", help="Grace period between SIGTERM and SIGKILL.")
 @click.option("--no-wait", is_flag=True, help="Return once the cancel is recorded.")
