@@ -20,11 +20,23 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "@.-_" else "_" for c in name)
 
 
+def identity(worker: str, redis_url: str | None = None) -> str:
+    """The worker's name within its cluster (its Redis server and database), so that two
+    clusters on one host whose workers share a name never touch each other's attempts."""
+    from urllib.parse import urlsplit
+
+    from scheduler.settings import get_settings
+    parts = urlsplit(redis_url or get_settings().redis_url)
+    db = (parts.path or "/0").strip("/") or "0"
+    return f"{worker}~{parts.hostname or ''}:{parts.port or 6379}:{db}"
+
+
 class Registry:
-    """``<run_dir>/<worker name>/<celery id>.json`` for each attempt the worker holds."""
+    """``<run_dir>/<worker>~<redis host:port:db>/<celery id>.json`` for each attempt the worker
+    holds."""
 
     def __init__(self, run_dir: str, worker: str):
-        self.dir = os.path.join(run_dir, _safe(worker))
+        self.dir = os.path.join(run_dir, _safe(identity(worker)))
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
 
     def path(self, cid: str, suffix: str = ".json") -> str:
