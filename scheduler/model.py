@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from . import sweep
 from .errors import CancelMessageTooLong, InvalidInput
+from .schema import Msg  # noqa: F401  (re-exported: model.Msg)
 
 
 class Priority(enum.IntEnum):
@@ -51,35 +52,6 @@ MAX_ENV_BYTES = 1 << 20
 ENV_POINTER_BYTES = 8
 #: A command (it is stored in Redis; the worker runs one too long for an argument from a file).
 MAX_COMMAND_BYTES = 16 << 20
-
-
-class Msg:
-    """Every text hpcq records or refuses with; the Lua scripts get these as ``MSG``."""
-
-    canceled_by_user = "Canceled by user. Message: {}"
-    canceled_during_execution = "The task has been canceled by the user during execution. Message: {}"
-    task_runtime_expired = "Canceled by the scheduler because the task's runtime has expired."
-    job_runtime_expired = "Canceled by the scheduler because the job's run time expired."
-    task_not_found = "task {} does not exist"
-    job_not_found = "job {} does not exist"
-    task_cannot_cancel = "Tasks in the {} state cannot be canceled."
-    job_cannot_cancel = "Jobs in the {} state cannot be canceled."
-    message_too_long = "Cancel message should not contain more than 128 characters."
-    not_rerunnable = "The task could not be requeued because it is not marked as rerunnable."
-    task_cannot_requeue = "Tasks in the {} state cannot be requeued."
-    job_cannot_requeue = "Jobs in the {} state cannot be requeued."
-    job_failed_on_task = "The job failed because task {} failed."
-    stopped_by_job_failure = "Canceled by the scheduler because task {} failed and the job fails on task failure."
-    exit_code = "The task exited with code {}."
-    killed = "The task was killed by signal {}."
-    worker_lost = "Node {} became unreachable while the task ran."
-    worker_stopped = "The worker {} was stopped while the task ran."
-    never_started = "The task was sent to {} but never started there; it was queued again."
-    supervisor_died = "The process supervising the task on {} died ({})."
-    worker_unlisted = "The worker {} no longer runs the task (its record of it was lost)."
-    fenced = "The worker {} could not reach Redis for {} s and stopped the task."
-    worker_failed = "The worker failed while running the task: {}"
-    retry_limit = "{} The task was already rerun {} times after system errors (TaskRetryCount {}), so it is not rerun again."
 
 
 def _show(text: str, limit: int = 40) -> str:
@@ -380,11 +352,3 @@ def _check_acyclic(deps: list[list[int]]) -> None:
             elif state[nxt] == 0:
                 state[nxt] = 1
                 stack.append((nxt, iter(deps[nxt - 1])))
-
-
-def lua_messages() -> str:
-    """``Msg`` as a Lua table (``{}`` becomes ``%s``), prepended to every script."""
-    import json
-    items = {k: v.replace("{}", "%s") for k, v in vars(Msg).items()
-             if not k.startswith("_") and isinstance(v, str)}
-    return "local MSG = {" + ",".join(f"{k}={json.dumps(v)}" for k, v in items.items()) + "}\n"

@@ -9,7 +9,7 @@ import json
 from . import sweep
 from .ids import TaskId
 from .model import Priority, TaskSpec
-from .states import JobState, TaskState
+from .states import TASK_PENDING, JobState, TaskState
 
 
 def _f(v):
@@ -20,19 +20,25 @@ def _i(v):
     return None if v in (None, "") else int(v)
 
 
+def implicit_state(master: dict, instance: int | None = None) -> str:
+    """The state of a sweep instance that has no record yet (the Python twin of ``implicit_state``
+    in lua/lib.lua): its master's state before the sweep is submitted, Queued after, Canceled once
+    a cancel of the master cut it off (``instance`` None: one not yet materialized)."""
+    cut = master.get("cut")
+    if cut is not None and (instance is None or instance > int(cut)):
+        return TaskState.Canceled.value
+    if master.get("state") in {s.value for s in TASK_PENDING}:
+        return master["state"]
+    return TaskState.Queued.value
+
+
 def instance_record(master: dict, tid: TaskId, rec: dict | None) -> dict:
-    """A sweep instance's record joined to its master's.  One not dispatched yet has no record of
-    its own: it is in its master's state before the sweep is queued, Queued after, and Canceled
-    once a cancel of the master cut it off."""
+    """A sweep instance's record joined to its master's (one not dispatched yet has none of its
+    own: see ``implicit_state``)."""
     if rec is None:
-        cut = master.get("cut")
-        if cut is not None and tid.instance > int(cut):
-            rec = {"state": "Canceled", "error": master.get("error", "")}
-        elif master.get("state") in ("Configuring", "Submitted", "Validating"):
-            rec = {"state": master["state"]}
-        else:
-            rec = {"state": "Queued"}
-        rec["requeue_count"] = "0"
+        rec = {"state": implicit_state(master, tid.instance), "requeue_count": "0"}
+        if rec["state"] == TaskState.Canceled.value:
+            rec["error"] = master.get("error", "")
     rec["_master"] = master
     return rec
 
@@ -138,10 +144,8 @@ class TaskView:
             return {}
         counts = {s.value: int(self.record.get(f"i:{s.value}") or 0) for s in TaskState}
         if "cut" not in self.record:  # a cancel's cut makes the rest Canceled (counted already)
-            implicit = self.state.value if self.state in (
-                TaskState.Configuring, TaskState.Submitted, TaskState.Validating) else "Queued"
-            counts[implicit] += (self.instances - int(self.record.get("next") or 0)
-                                 - int(self.record.get("pre") or 0))
+            counts[implicit_state(self.record)] += (self.instances - int(self.record.get("next") or 0)
+                                                    - int(self.record.get("pre") or 0))
         return {k: v for k, v in counts.items() if v}
 
     def spec(self) -> TaskSpec:

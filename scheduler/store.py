@@ -14,7 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import keys, model, states
+from . import keys, model, schema
 from .errors import HpcqError, InvalidInput, InvalidState, NotFound, RedisUnavailable
 
 _CODES = {"NOTFOUND": NotFound, "STATE": InvalidState, "NOTRERUN": InvalidState,
@@ -26,7 +26,7 @@ SCRIPTS = ("create_job", "add_task", "submit", "dispatch", "start", "finish", "c
 @functools.cache
 def script_source(name: str) -> str:
     lua = Path(__file__).with_name("lua")
-    return "\n".join([keys.lua_preamble(), states.lua_preamble(), model.lua_messages(),
+    return "\n".join([schema.lua_preamble(),
                       (lua / "lib.lua").read_text(), (lua / f"{name}.lua").read_text()])
 
 

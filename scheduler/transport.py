@@ -9,6 +9,7 @@ from __future__ import annotations
 from celery import Celery
 
 from . import keys
+from .schema import CELERY_ID
 
 RUN_TASK = "hpcq.run"
 
@@ -40,15 +41,16 @@ def send_attempt(app: Celery, worker: str, task_id: str, token: str, celery_id: 
 
 
 def celery_id(task_id: str, token: str) -> str:
-    """The Celery task id of one attempt (the dispatch script builds the same)."""
-    return f"hpcq-{task_id}-{token}"
+    """The Celery task id of one attempt (the dispatch script builds the same from the schema)."""
+    return CELERY_ID.format(task_id, token)
 
 
 def parse_celery_id(celery_id: str) -> tuple[str, str] | None:
     """``hpcq-J.T[.I]-TOKEN`` -> (task id, token); None for an id hpcq did not make."""
-    if not celery_id or not celery_id.startswith("hpcq-"):
+    head, _, mid = CELERY_ID.partition("{}")
+    if not celery_id or not celery_id.startswith(head):
         return None
-    tid, _, token = celery_id[5:].rpartition("-")
+    tid, _, token = celery_id[len(head):].rpartition(mid[:-2])
     return (tid, token) if tid and token.isdigit() else None
 
 

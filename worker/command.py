@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from scheduler import sweep
 
+from .registry import identity
 from .supervisor import ATTEMPT_VAR, WORKER_VAR, die_with_parent
 
 #: hpcq's own variables that may carry the Redis URL or password: never in a task's environment.
@@ -56,7 +57,7 @@ def spawn(spec: dict, task_id: str, value: str, worker: str, celery_id: str, red
     env = task_environment(os.environ, redis_url, json.loads(spec.get("env") or "{}"), {
         "HPCQ_JOB_ID": j, "HPCQ_TASK_ID": task_id, "HPCQ_TASK_NUMBER": t,
         "HPCQ_INSTANCE": i[0] if i else "", "HPCQ_SWEEP_VALUE": value or "",
-        ATTEMPT_VAR: celery_id, WORKER_VAR: worker})
+        ATTEMPT_VAR: celery_id, WORKER_VAR: identity(worker, redis_url)})
     wd = spec.get("work_dir") or None
     if wd:
         check_dir(wd)

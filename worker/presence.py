@@ -20,7 +20,7 @@ from scheduler.settings import Settings
 from scheduler.transport import publish_revokes
 
 from . import supervisor
-from .registry import Registry
+from .registry import Registry, identity
 
 log = logging.getLogger("hpcq.worker")
 
@@ -57,7 +57,7 @@ class Presence:
         self.name, self.slots = name, slots
         self.registry = Registry(self.settings.run_dir, name)
         self.registry.clear_shutdown()
-        killed = supervisor.kill_marked(supervisor.WORKER_VAR, [name])
+        killed = supervisor.kill_marked(supervisor.WORKER_VAR, [identity(name, self.settings.redis_url)])
         if killed:
             log.warning("killed %d process(es) left by a previous run of %s", killed, name)
         st = self.store()

@@ -1,9 +1,9 @@
 -- ARGV: field, value, ... of the job record.  Returns the new job id.
 local ts = now()
-local j = redis.call('INCR', PREFIX .. ':job:seq')
-local jk = k_job(j)
+local j = redis.call('INCR', K.JOB_SEQ)
+local jk = K.job(j)
 redis.call('HSET', jk, unpack(ARGV))
-redis.call('HSET', jk, 'state', 'Configuring', 'create_time', ts, 'changed', ts, 'ntasks', 0)
-redis.call('ZADD', PREFIX .. ':jobs', j, j)
-emit('job', j, 'Configuring')
+redis.call('HSET', jk, F.state, S.Configuring, 'create_time', ts, F.changed, ts, 'ntasks', 0)
+redis.call('ZADD', K.JOBS, j, j)
+emit('job', j, S.Configuring)
 return j

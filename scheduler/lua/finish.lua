@@ -7,7 +7,7 @@ local out = end_attempt(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], AR
                         ARGV[9], ARGV[10])
 if ARGV[11] == '1' and out[1] == 'ok' then
   -- in the same step as the requeue, so the task cannot be sent back to this worker
-  local node = redis.call('HGET', k_task(ARGV[1]), 'node')
-  if node then redis.call('HSET', k_worker(node), 'state', 'draining', 'drain_at', now()) end
+  local node = redis.call('HGET', K.task(ARGV[1]), F.node)
+  if node then redis.call('HSET', K.worker(node), F.state, WS.draining, 'drain_at', now()) end
 end
 return out

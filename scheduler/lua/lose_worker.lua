@@ -4,18 +4,18 @@
 -- Failed; a Canceling one completes its cancel.  Returns {celery id, mode, ...} to revoke.
 local w, msg, unstarted, cap = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local revokes = {}
-for _, id in ipairs(redis.call('SMEMBERS', k_wtasks(w))) do
-  local v = redis.call('HMGET', k_task(id), 'state', 'token')
-  local out = end_attempt(id, v[2] or '', 'lost', '', v[1] == 'Dispatching' and unstarted or msg,
+for _, id in ipairs(redis.call('SMEMBERS', K.worker_tasks(w))) do
+  local v = redis.call('HMGET', K.task(id), F.state, F.token)
+  local out = end_attempt(id, v[2] or '', O.lost, '', v[1] == S.Dispatching and unstarted or msg,
                           '', 0, 0, 0, cap)
   if out[1] ~= 'ok' then
-    redis.call('SREM', k_wtasks(w), id)     -- not on the worker any more: a stale entry
+    redis.call('SREM', K.worker_tasks(w), id)     -- not on the worker any more: a stale entry
   end
   for k = 4, #out do table.insert(revokes, out[k]) end
 end
-local ws = redis.call('HGET', k_worker(w), 'state')
-if ws ~= 'lost' and ws ~= 'stopped' then
-  redis.call('HSET', k_worker(w), 'state', 'lost', 'lost_at', now())
-  emit('worker', w, 'lost')
+local ws = redis.call('HGET', K.worker(w), F.state)
+if ws ~= WS.lost and ws ~= WS.stopped then
+  redis.call('HSET', K.worker(w), F.state, WS.lost, 'lost_at', now())
+  emit('worker', w, WS.lost)
 end
 return revokes

@@ -2,7 +2,7 @@
 -- Finished, tasks explicitly canceled before they ran stay Canceled, every other task is queued
 -- again (running ones once they are stopped).  Returns {state after, celery id, mode, ...}.
 local j, rmsg = ARGV[1], ARGV[2]
-local jk = k_job(j)
+local jk = K.job(j)
 local st = job_state(j)
 if not REQUEUE_JOB_FROM[st] then fail('STATE', string.format(MSG.job_cannot_requeue, st)) end
 local ts = now()
@@ -11,22 +11,21 @@ job_reopen(j, ts)
 redis.call('HINCRBY', jk, 'requeue_count', 1)
 for t = 1, num(redis.call('HGET', jk, 'ntasks')) do
   local id = j .. '.' .. t
-  local tk = k_task(id)
-  local v = redis.call('HMGET', tk, 'state', 'explicit')
+  local v = redis.call('HMGET', K.task(id), F.state, F.explicit)
   local tst, explicit = v[1], v[2] == '1'
-  if tst == 'Canceled' and explicit then
+  if tst == S.Canceled and explicit then
     -- canceled on purpose: stays Canceled
   elseif is_master(id) then
-    if tst ~= 'Canceling' then requeue_master(id, tst, ts) end
-  elseif tst == 'Failed' or tst == 'Canceled' then
-    requeue_unit(id, tst, ts)
-  elseif tst == 'Running' or tst == 'Canceling' then
-    cancel_unit(id, ts, '', rmsg, '0', '', '0', out)
-    redis.call('HSET', tk, 'cancel_requeue', '1')
+    if tst ~= S.Canceling then requeue_master(id, ts) end
+  elseif tst == S.Failed or tst == S.Canceled then
+    enter('task', id, S.Queued, {ts = ts, count = 'requeue_count'})
+  elseif tst == S.Running or tst == S.Canceling then
+    cancel_unit(id, ts, {qmsg = '', rmsg = rmsg}, out)
+    redis.call('HSET', K.task(id), 'cancel_requeue', '1')
   end
 end
 job_refresh(j, ts)
 wakeup()
-local res = {redis.call('HGET', jk, 'state')}
+local res = {redis.call('HGET', jk, F.state)}
 for _, x in ipairs(out) do table.insert(res, x) end
 return res

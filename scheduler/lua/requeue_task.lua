@@ -2,42 +2,38 @@
 -- Running is canceled first and queued again once its processes are gone (the worker's finish
 -- step does that).  Returns {state after, celery id, mode, ...}.
 local id, rmsg = ARGV[1], ARGV[2]
-local tk = k_task(id)
-local st = redis.call('HGET', tk, 'state')
-local j, t, i = split_id(id)
-if not st and i then
-  local v = redis.call('HMGET', k_task(j .. '.' .. t), 'total', 'cut')
-  if v[1] and tonumber(i) <= num(v[1]) then
-    if not v[2] then return {'Queued'} end   -- not dispatched yet: already queued
-    fail('STATE', 'Sweep instance ' .. id .. ' was canceled with its master; requeue the master ' .. j .. '.' .. t .. '.')
-  end
-end
+local tk = K.task(id)
+local st = unit_state(id)
 if not st then fail('NOTFOUND', string.format(MSG.task_not_found, id)) end
-local spec = i and k_task(j .. '.' .. t) or tk
-if redis.call('HGET', spec, 'rerunnable') ~= '1' then
-  fail('NOTRERUN', MSG.not_rerunnable)
+local j, t, i = split_id(id)
+if redis.call('EXISTS', tk) == 0 then
+  -- an instance not dispatched yet: already queued, or cut off with its master
+  if st == S.Queued then return {st} end
+  if st == S.Canceled then fail('STATE', string.format(MSG.instance_cut, id, j .. '.' .. t)) end
 end
-local jst = redis.call('HGET', k_job(j), 'state')
+local spec = i and K.task(j .. '.' .. t) or tk
+if redis.call('HGET', spec, F.rerunnable) ~= '1' then fail('NOTRERUN', MSG.not_rerunnable) end
+local jst = redis.call('HGET', K.job(j), F.state)
 local master = is_master(id)
-if not REQUEUE_TASK_FROM[st] or (master and st == 'Canceling') then
+if not REQUEUE_TASK_FROM[st] or (master and st == S.Canceling) then
   fail('STATE', string.format(MSG.task_cannot_requeue, st))
 end
-if jst == 'Canceling' or jst == 'Configuring' then
-  fail('STATE', 'Tasks of a job in the ' .. jst .. ' state cannot be requeued.')
+if jst == S.Canceling or jst == S.Configuring then
+  fail('STATE', string.format(MSG.job_cannot_requeue_tasks, jst))
 end
 local ts = now()
 local out = {}
 if master then
-  if requeue_master(id, st, ts) > 0 then job_reopen(j, ts) end
-elseif st == 'Running' or st == 'Canceling' then
-  cancel_unit(id, ts, '', rmsg, '0', '', '0', out)
+  if requeue_master(id, ts) > 0 then job_reopen(j, ts) end
+elseif st == S.Running or st == S.Canceling then
+  cancel_unit(id, ts, {qmsg = '', rmsg = rmsg}, out)
   redis.call('HSET', tk, 'cancel_requeue', '1')
-elseif st == 'Failed' or st == 'Canceled' then
-  requeue_unit(id, st, ts)
+elseif st == S.Failed or st == S.Canceled then
   job_reopen(j, ts)
+  enter('task', id, S.Queued, {ts = ts, count = 'requeue_count'})
 end
 job_refresh(j, ts)
 wakeup()
-local res = {redis.call('HGET', tk, 'state')}
+local res = {redis.call('HGET', tk, F.state)}
 for _, x in ipairs(out) do table.insert(res, x) end
 return res

@@ -4,21 +4,21 @@
 -- was lost with the connection) answers the same.  Returns {'ok', sweep value or '',
 -- spec field, value, ...} or {'no', state}.
 local id, token, pid = ARGV[1], ARGV[2], ARGV[3]
-local tk = k_task(id)
-local v = redis.call('HMGET', tk, 'state', 'token', 'worker_pid')
+local tk = K.task(id)
+local v = redis.call('HMGET', tk, F.state, F.token, 'worker_pid')
 if not v[1] then return {'no', 'gone'} end
-local again = v[1] == 'Running' and v[2] == token and v[3] == pid
-if v[2] ~= token or (v[1] ~= 'Dispatching' and not again) then return {'no', v[1]} end
+local again = v[1] == S.Running and v[2] == token and v[3] == pid
+if v[2] ~= token or (v[1] ~= S.Dispatching and not again) then return {'no', v[1]} end
 if not again then
   local ts = now()
-  start_unit(id, ts)
+  enter('task', id, S.Running, {ts = ts})
   redis.call('HSET', tk, 'start_time', ts, 'worker_pid', pid)
   redis.call('HDEL', tk, 'end_time', 'exit_code', 'error', 'output')
 end
-local j, t, i = split_id(id)
+local m, i = master_of(id)
 local spec_key, value = tk, ''
-if i then
-  spec_key = k_task(j .. '.' .. t)
+if m then
+  spec_key = K.task(m)
   local mv = redis.call('HMGET', spec_key, 'start', 'step')
   value = tostring(num(mv[1]) + (tonumber(i) - 1) * num(mv[2]))
 end

@@ -1,0 +1,292 @@
+"""hpcq's rules as data, declared once: states and the transitions between them, what entering
+each state does, which states each operation accepts, the Redis key shapes and hash fields, and
+the texts hpcq records.
+
+Everything here is generated into the preamble of every Lua script (``lua_preamble``), so the
+scripts only choose targets; the Python side reads the same declarations (``states.py``,
+``keys.py`` and ``model.Msg`` re-export them).  Changing a rule means editing this file."""
+
+from __future__ import annotations
+
+import enum
+import json
+
+
+class TaskState(str, enum.Enum):
+    Configuring = "Configuring"
+    Submitted = "Submitted"
+    Validating = "Validating"
+    Queued = "Queued"
+    Dispatching = "Dispatching"
+    Running = "Running"
+    Finished = "Finished"
+    Failed = "Failed"
+    Canceling = "Canceling"
+    Canceled = "Canceled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class JobState(str, enum.Enum):
+    Configuring = "Configuring"
+    Submitted = "Submitted"
+    Validating = "Validating"
+    Queued = "Queued"
+    Running = "Running"
+    Finished = "Finished"
+    Failed = "Failed"
+    Canceling = "Canceling"
+    Canceled = "Canceled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class WorkerState(str, enum.Enum):
+    online = "online"        # heartbeating, takes work
+    draining = "draining"    # shutting down: no new work, its tasks are being stopped
+    lost = "lost"            # silent past worker_timeout: its attempts were ended
+    stopped = "stopped"      # left cleanly
+
+    def __str__(self) -> str:
+        return self.value
+
+
+T, J = TaskState, JobState
+
+#: Allowed task transitions.  A sweep master uses the same table (it goes Queued -> Running
+#: without Dispatching, since its instances are what get dispatched).  Submitted and Validating
+#: are passed through at submit (each move is an event); HPC Pack's Finishing is not used: a
+#: task's end is recorded in the one step that sees its processes gone, so nothing could ever
+#: observe it.
+TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    T.Configuring: frozenset({T.Submitted, T.Canceled}),
+    T.Submitted: frozenset({T.Validating, T.Queued, T.Failed, T.Canceled}),
+    T.Validating: frozenset({T.Queued, T.Failed, T.Canceled}),
+    T.Queued: frozenset({T.Dispatching, T.Running, T.Canceling, T.Canceled}),
+    # Dispatching -> Queued/Failed: the worker it was sent to was lost before it started;
+    # -> Finished/Failed through Running only (a start Redis forgot is recorded first).
+    T.Dispatching: frozenset({T.Running, T.Queued, T.Failed, T.Canceled}),
+    # Running -> Queued: a rerunnable task whose attempt was lost (or a requeued sweep master).
+    T.Running: frozenset({T.Finished, T.Failed, T.Canceling, T.Queued}),
+    # Only a sweep master: one of its canceled instances was requeued (REQUEUE_TASK_FROM still
+    # refuses requeuing a Finished task itself).
+    T.Finished: frozenset({T.Queued}),
+    # A task stopped while Canceling ends Failed, or Queued when a requeue waited on the stop;
+    # a sweep master ends Canceled.
+    T.Canceling: frozenset({T.Failed, T.Canceled, T.Queued}),
+    T.Failed: frozenset({T.Queued}),
+    T.Canceled: frozenset({T.Queued}),
+}
+
+JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    J.Configuring: frozenset({J.Submitted, J.Canceled}),
+    J.Submitted: frozenset({J.Validating, J.Queued, J.Failed, J.Canceled}),
+    J.Validating: frozenset({J.Queued, J.Failed, J.Canceled}),
+    J.Queued: frozenset({J.Running, J.Finished, J.Failed, J.Canceling, J.Canceled}),
+    J.Running: frozenset({J.Queued, J.Finished, J.Failed, J.Canceling, J.Canceled}),
+    # A Finished job goes back to Queued only when one of its canceled tasks is requeued.
+    J.Finished: frozenset({J.Queued, J.Running}),
+    J.Canceling: frozenset({J.Canceled}),
+    J.Failed: frozenset({J.Queued, J.Running}),
+    J.Canceled: frozenset({J.Queued, J.Running}),
+}
+
+TASK_END = frozenset({T.Finished, T.Failed, T.Canceled})
+JOB_END = frozenset({J.Finished, J.Failed, J.Canceled})
+#: A task holding a worker slot.
+TASK_ON_WORKER = frozenset({T.Dispatching, T.Running, T.Canceling})
+#: Not yet sent anywhere: still in the queue, the job's waiting set or a sweep's redo list.
+TASK_PENDING = frozenset({T.Configuring, T.Submitted, T.Validating, T.Queued})
+JOB_PENDING = frozenset({J.Configuring, J.Submitted, J.Validating})
+
+#: What entering a state does, in order, after the move itself (the state field, the per-state
+#: counts of the parent - the job for a task or sweep master, the master for an instance - and
+#: an event), which every move makes.  Each name is a function of ``EFFECT`` in lua/lib.lua:
+#:   unplace       out of the queue / waiting set / redo list (only if it was pending)
+#:   leave_worker  out of its worker's set (only if it was on a worker)
+#:   join_worker   into its worker's set (ctx.node)
+#:   reset         a new run: results cleared, ctx.count (requeue_count/auto_requeue_count) + 1
+#:   place         where the dispatcher finds it: queue, waiting set (dependencies) or redo list
+#:   started       the sweep master and the job start (the job's clock and runtime limit)
+#:   ended         end time; dependents released; the sweep master and the job refreshed
+TASK_ON_ENTER: dict[TaskState, tuple[str, ...]] = {
+    T.Configuring: (),
+    T.Submitted: (),
+    T.Validating: (),
+    T.Queued: ("leave_worker", "reset", "place"),
+    T.Dispatching: ("join_worker",),
+    T.Running: ("started",),
+    T.Canceling: (),
+    T.Finished: ("unplace", "leave_worker", "ended"),
+    T.Failed: ("unplace", "leave_worker", "ended"),
+    T.Canceled: ("unplace", "leave_worker", "ended"),
+}
+#:   job_ended     end time, runtime deadline dropped
+#:   job_reopened  a new run: end time, error and start time cleared (the clock starts again)
+JOB_ON_ENTER: dict[JobState, tuple[str, ...]] = {
+    J.Configuring: (), J.Submitted: (), J.Validating: (), J.Running: (), J.Canceling: (),
+    J.Queued: ("job_reopened",),
+    J.Finished: ("job_ended",), J.Failed: ("job_ended",), J.Canceled: ("job_ended",),
+}
+
+#: The states each user operation accepts (HPC Pack's rules, hpcpack.md section 2).
+#: Canceling is accepted again so that a second cancel can escalate to force.
+CANCEL_TASK_FROM = frozenset(
+    {T.Configuring, T.Submitted, T.Validating, T.Queued, T.Dispatching, T.Running, T.Canceling})
+REQUEUE_TASK_FROM = frozenset({T.Failed, T.Canceled, T.Running, T.Canceling, T.Queued})
+CANCEL_JOB_FROM = frozenset(
+    {J.Configuring, J.Submitted, J.Validating, J.Queued, J.Running, J.Canceling})
+REQUEUE_JOB_FROM = frozenset({J.Canceled, J.Failed, J.Running})
+
+# --- Redis keys ---------------------------------------------------------------------------------
+PREFIX = "hpcq"
+
+#: Every key hpcq writes: name -> (shape, type, what).  ``{}`` is the one argument.
+KEYS: dict[str, tuple[str, str, str]] = {
+    "JOB_SEQ": ("job:seq", "string", "last job id"),
+    "JOBS": ("jobs", "zset", "every job id (score = id)"),
+    "job": ("job:{}", "hash", "job fields, c:<State> task counts, ntasks"),
+    "job_waiting": ("job:{}:waiting", "set", "task numbers held back by depends_on"),
+    "task": ("task:{}", "hash", "task spec + state + results; a sweep master adds start/end/step, "
+             "next (instances materialized), pre, cut and i:<State> counts"),
+    "sweep_active": ("task:{}:active", "set", "instance numbers holding a worker slot"),
+    "sweep_redo": ("task:{}:redo", "list", "instance numbers requeued, dispatched before new ones"),
+    "sweep_ended": ("task:{}:ended", "set", "materialized instances that ended Failed or Canceled"),
+    "task_rdeps": ("task:{}:rdeps", "set", "task numbers still waiting for this task to end"),
+    "QUEUE": ("queue", "zset", "dispatchable task ids; score = priority band + submit seq"),
+    "SEQ": ("seq", "string", "submit sequence"),
+    "ATTEMPT": ("attempt", "string", "attempt-token sequence"),
+    "WORKERS": ("workers", "zset", "worker name -> last heartbeat (Redis time)"),
+    "worker": ("worker:{}", "hash", "slots, queue, info, state, beat, stale"),
+    "worker_tasks": ("worker:{}:tasks", "set", "task ids dispatched to the worker, not yet ended"),
+    "DEADLINES": ("deadlines", "zset", "job id -> time its runtime expires"),
+    "LEADER": ("leader", "string", "the dispatching scheduler's id (a lease with a TTL)"),
+    "WAKEUP": ("wakeup", "list", "nudges for the dispatcher"),
+    "EVENTS": ("events", "stream", "every state change"),
+}
+
+#: Hash fields that more than one script, or Python and Lua, read: named once here.
+FIELDS = {
+    "state": "the state", "changed": "time of the last move",
+    "token": "the current attempt's token", "celery_id": "the current attempt's Celery task id",
+    "node": "the worker of the current (or last) attempt", "score": "queue score",
+    "total": "a sweep's instance count (a task with it is a sweep master)",
+    "next": "instances materialized so far", "pre": "instances given a record before their turn",
+    "cut": "where a master cancel cut the sweep off", "nwait": "dependencies not yet ended",
+    "explicit": "canceled on purpose (stays Canceled when the job is requeued)",
+    "rerunnable": "the task may be rerun", "unlisted": "when its worker stopped listing it",
+}
+
+#: How an attempt ended, as its worker (or whoever found it gone) reports it: its command's
+#: result, or lost (never recorded by its supervisor).
+OUTCOMES = ("exit", "lost")
+
+#: The Celery task id of one attempt: built by the dispatch script, parsed by the transport.
+CELERY_ID = "hpcq-{}-{}"
+
+
+def key(name: str, arg=None) -> str:
+    shape = KEYS[name][0]
+    return f"{PREFIX}:{shape.format(arg) if '{}' in shape else shape}"
+
+
+# --- texts ------------------------------------------------------------------------------------
+class Msg:
+    """Every text hpcq records or refuses with; the Lua scripts get these as ``MSG``."""
+
+    canceled_by_user = "Canceled by user. Message: {}"
+    canceled_during_execution = "The task has been canceled by the user during execution. Message: {}"
+    task_runtime_expired = "Canceled by the scheduler because the task's runtime has expired."
+    job_runtime_expired = "Canceled by the scheduler because the job's run time expired."
+    task_not_found = "task {} does not exist"
+    job_not_found = "job {} does not exist"
+    task_cannot_cancel = "Tasks in the {} state cannot be canceled."
+    job_cannot_cancel = "Jobs in the {} state cannot be canceled."
+    message_too_long = "Cancel message should not contain more than 128 characters."
+    not_rerunnable = "The task could not be requeued because it is not marked as rerunnable."
+    task_cannot_requeue = "Tasks in the {} state cannot be requeued."
+    job_cannot_requeue = "Jobs in the {} state cannot be requeued."
+    job_failed_on_task = "The job failed because task {} failed."
+    stopped_by_job_failure = "Canceled by the scheduler because task {} failed and the job fails on task failure."
+    exit_code = "The task exited with code {}."
+    killed = "The task was killed by signal {}."
+    worker_lost = "Node {} became unreachable while the task ran."
+    worker_stopped = "The worker {} was stopped while the task ran."
+    never_started = "The task was sent to {} but never started there; it was queued again."
+    supervisor_died = "The process supervising the task on {} died ({})."
+    worker_unlisted = "The worker {} no longer runs the task (its record of it was lost)."
+    fenced = "The worker {} could not reach Redis for {} s and stopped the task."
+    worker_failed = "The worker failed while running the task: {}"
+    retry_limit = "{} The task was already rerun {} times after system errors (TaskRetryCount {}), so it is not rerun again."
+    cannot_submit = "Only jobs in the Configuring state can be submitted; job {} is {}."
+    cannot_add = "Tasks can only be added to a job in the Configuring state; job {} is {}."
+    job_changed = "job {} changed while it was being submitted"
+    task_not_configuring = "task {} is {}, not Configuring"
+    instance_cut = "Sweep instance {} was canceled with its master; requeue the master {}."
+    job_cannot_requeue_tasks = "Tasks of a job in the {} state cannot be requeued."
+    tasks_failed = "{} task(s) failed."
+    instances_failed = "{} instance(s) failed."
+
+
+# --- the Lua preamble -------------------------------------------------------------------------
+def _set(states) -> str:
+    return "{" + ",".join(f"[{json.dumps(str(s))}]=true" for s in sorted(states)) + "}"
+
+
+def _table(table) -> str:
+    return "{" + ",".join(f"[{json.dumps(str(k))}]={_set(v)}" for k, v in table.items()) + "}"
+
+
+def _effects(table) -> str:
+    return "{" + ",".join(f"[{json.dumps(str(k))}]={{{','.join(json.dumps(e) for e in v)}}}"
+                          for k, v in table.items()) + "}"
+
+
+def _names(values) -> str:
+    return "{" + ",".join(f"{v}={json.dumps(v)}" for v in values) + "}"
+
+
+def _keys() -> list[str]:
+    out = ["local K = {}"]
+    for name, (shape, _, _) in KEYS.items():
+        if "{}" in shape:
+            head, _, tail = shape.partition("{}")
+            tail_lua = f" .. {json.dumps(tail)}" if tail else ""
+            out.append(f"function K.{name}(a) return {json.dumps(f'{PREFIX}:{head}')} .. a{tail_lua} end")
+        else:
+            out.append(f"K.{name} = {json.dumps(key(name))}")
+    head, _, tail = CELERY_ID.partition("{}")
+    mid, _, end = tail.partition("{}")
+    out.append(f"local function celery_id(id, token) return {json.dumps(head)} .. id .. "
+               f"{json.dumps(mid)} .. token{' .. ' + json.dumps(end) if end else ''} end")
+    return out
+
+
+def lua_preamble() -> str:
+    """The declarations above as Lua source, prepended to every script."""
+    msgs = {k: v.replace("{}", "%s") for k, v in vars(Msg).items()
+            if not k.startswith("_") and isinstance(v, str)}
+    return "\n".join([
+        f"local S = {_names(sorted({*(s.value for s in TaskState), *(s.value for s in JobState)}))}",
+        f"local WS = {_names([s.value for s in WorkerState])}",
+        f"local F = {_names(FIELDS)}",
+        f"local O = {_names(OUTCOMES)}",
+        f"local TASK_T = {_table(TASK_TRANSITIONS)}",
+        f"local JOB_T = {_table(JOB_TRANSITIONS)}",
+        f"local TASK_ON_ENTER = {_effects(TASK_ON_ENTER)}",
+        f"local JOB_ON_ENTER = {_effects(JOB_ON_ENTER)}",
+        f"local TASK_END = {_set(TASK_END)}",
+        f"local JOB_END = {_set(JOB_END)}",
+        f"local TASK_ON_WORKER = {_set(TASK_ON_WORKER)}",
+        f"local TASK_PENDING = {_set(TASK_PENDING)}",
+        f"local JOB_PENDING = {_set(JOB_PENDING)}",
+        f"local CANCEL_TASK_FROM = {_set(CANCEL_TASK_FROM)}",
+        f"local REQUEUE_TASK_FROM = {_set(REQUEUE_TASK_FROM)}",
+        f"local CANCEL_JOB_FROM = {_set(CANCEL_JOB_FROM)}",
+        f"local REQUEUE_JOB_FROM = {_set(REQUEUE_JOB_FROM)}",
+        *_keys(),
+        "local MSG = {" + ",".join(f"{k}={json.dumps(v)}" for k, v in msgs.items()) + "}",
+        "",
+    ])
