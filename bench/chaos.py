@@ -254,9 +254,10 @@ class Daemon:
         reason = ""
         try:
             with open(self.log_path, errors="replace") as f:
-                for line in f.readlines()[-200:]:
-                    if "Unrecoverable error" in line or "CRITICAL" in line or "Error" in line[:80]:
-                        reason = line.strip()[:200]
+                lines = f.read().split("===== chaos: life")[-1].splitlines()
+            critical = [x for x in lines if "CRITICAL" in x or "Unrecoverable error" in x]
+            errors = [x for x in lines if "ERROR" in x or "Traceback" in x]
+            reason = (critical or errors or [""])[0].strip()[:200]
         except OSError:
             pass
         return f"exit status {self.popen.returncode}" + (f": {reason}" if reason else "")
