@@ -16,6 +16,7 @@ import redis
 
 from .errors import InvalidInput, InvalidState, NotFound, RedisUnavailable, WaitTimeout
 from .ids import TaskId, parse_job_id
+from .schema import cancel_texts
 from .model import (MAX_CANCEL_MESSAGE, JobSpec, Msg, Priority, TaskSpec, check_cancel_message,
                     resolve_dependencies)
 from .records import JobView, TaskView, instance_record
@@ -64,13 +65,6 @@ def _band(priority: Priority) -> int:
 # --- the texts a cancel records ---------------------------------------------------------------
 #: The message of the cancel that stops a running attempt when it is requeued.
 REQUEUE_MESSAGE = "Requeued."
-
-
-def cancel_texts(message: str = "") -> tuple[str, str]:
-    """HPC Pack's texts for a cancel with ``message`` (already checked): what a task that had
-    not started records, and what a running one records once its processes are gone.  The one
-    place ``Msg.canceled_by_user`` and ``Msg.canceled_during_execution`` are formatted."""
-    return Msg.canceled_by_user.format(message), Msg.canceled_during_execution.format(message)
 
 
 # --- submission checks ------------------------------------------------------------------------

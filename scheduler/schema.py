@@ -230,6 +230,13 @@ class Msg:
     instances_failed = "{} instance(s) failed."
 
 
+def cancel_texts(message: str = "") -> tuple[str, str]:
+    """HPC Pack's texts for a cancel with ``message`` (already checked): what a task that had
+    not started records, and what a running one records once its processes are gone.  The one
+    place ``Msg.canceled_by_user`` and ``Msg.canceled_during_execution`` are formatted."""
+    return Msg.canceled_by_user.format(message), Msg.canceled_during_execution.format(message)
+
+
 # --- the Lua preamble -------------------------------------------------------------------------
 def _set(states) -> str:
     return "{" + ",".join(f"[{json.dumps(str(s))}]=true" for s in sorted(states)) + "}"

@@ -18,7 +18,7 @@ from celery import signals
 from celery.utils.functional import maybe_list
 from celery.worker import control
 
-from scheduler.model import Msg
+from scheduler.schema import cancel_texts
 from scheduler.settings import get_settings
 from scheduler.store import Store
 from scheduler.transport import make_celery, parse_celery_id
@@ -49,8 +49,7 @@ def record_revoke(celery_id: str, force: bool = False) -> None:
         return
     tid, token = parsed
     try:
-        store().cancel_task(tid, Msg.canceled_by_user.format(""),
-                            Msg.canceled_during_execution.format(""), force=force,
+        store().cancel_task(tid, *cancel_texts(""), force=force,
                             mode="revoke", token=token)
     except Exception as exc:  # an unknown or finished task: nothing to record
         log.info("revoke %s: %s", celery_id, exc)
