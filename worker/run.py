@@ -28,6 +28,10 @@ from .command import StartError, spawn
 
 log = logging.getLogger("hpcq.worker")
 
+#: A command's main process exited by itself: what it left behind gets SIGTERM and this long to
+#: go before SIGKILL, and only then is the task recorded.
+LEFTOVERS_GRACE = 1.0
+
 
 class TaskFailed(Exception):
     """The hpcq task ended Failed: Celery (and Flower) record FAILURE with this message."""
@@ -113,7 +117,7 @@ class Attempt:
         except Exception as exc:
             # A bug must not leave processes or a task stuck Running: the attempt is lost.
             log.exception("running %s", self.task_id)
-            supervisor.kill_all(None)
+            supervisor.kill_now()
             return self.finish("lost", None, Msg.worker_failed.format(exc), "", None)
         finally:
             signal.signal(signal.SIGTERM, old)
@@ -121,17 +125,22 @@ class Attempt:
                 os._exit(1)     # the worker's main process is gone: this pool process goes too
 
     def supervise(self, proc, out, spec: dict):
-        pid = proc.pid
+        why, status, rusage = self.watch(proc.pid, float(spec.get("runtime") or 0))
+        return self.conclude(why, status, rusage, out)
+
+    def watch(self, pid: int, runtime: float):
+        """Wait for the command; whenever signaled and every poll interval ask ``check`` whether
+        to stop it (and stop it at its runtime limit); the ``Stopper`` does the stopping.  Returns
+        why it was stopped ("cancel", "shutdown", "fence", or "exited": it ended by itself), its
+        wait status and rusage, once its main process is reaped and nothing of its tree is left:
+        what the main process left behind is stopped too (SIGTERM, ``LEFTOVERS_GRACE``, SIGKILL)."""
+        cfg = self.settings
         self.waiter = w = supervisor.Waiter(pid)
-        started = time.monotonic()
-        runtime = float(spec.get("runtime") or 0)
-        poll = self.settings.cancel_poll_interval
-        fence = self.settings.fence_after
-        next_poll = started + poll
-        stopping = None      # None, or why: "cancel" | "shutdown" | "fence"
-        kill_at = None
-        status = rusage = None
-        keep = pid           # the main process is reaped only by wait4 below
+        tree = supervisor.Stopper(pid)         # never reaps pid: its status is collected here
+        now = time.monotonic()
+        runtime_end = now + runtime if runtime else None
+        next_poll = now + cfg.cancel_poll_interval
+        why = status = rusage = None
         if self.term:
             w.nudge()
         try:
@@ -139,49 +148,41 @@ class Attempt:
         except RedisUnavailable:
             pass
         try:
-            while True:
-                now = time.monotonic()
-                wakes = [next_poll] + [x for x in (kill_at,) if x] + (
-                    [started + runtime] if runtime and not stopping else []) + (
-                    [self.last_ok + fence] if fence > 0 and not stopping else [])
-                exited, nudged = w.wait(min(wakes) - now, exited=status is not None)
+            while status is None or not tree.done():
+                wakes = [next_poll, tree.next_wake()]
+                if not why:
+                    wakes += [runtime_end, self.fence_at()]
+                wake = min(t for t in wakes if t is not None)
+                exited, nudged = w.wait(wake - time.monotonic(), exited=status is not None)
                 if exited and status is None:
                     _, status, rusage = os.wait4(pid, 0)
-                    keep = None
-                    if not stopping:
-                        break
+                    if not why:
+                        why = "exited"
+                        tree.begin(LEFTOVERS_GRACE)
                 now = time.monotonic()
-                if nudged or now >= next_poll or (fence > 0 and now >= self.last_ok + fence):
-                    next_poll = now + poll
-                    why, force, grace = self.check(nudged and self.term)
-                    if why and not stopping:
-                        stopping = why
-                        supervisor.signal_tree(pid, signal.SIGKILL if force else signal.SIGTERM, keep)
-                        kill_at = now if force else now + grace
-                    elif why and force and kill_at and kill_at > now:
-                        kill_at = now
+                # Once it has ended by itself, how it ended is decided: only its leftovers remain.
+                if why != "exited" and (nudged or now >= next_poll or self.fenced()):
+                    next_poll = now + cfg.cancel_poll_interval
+                    stop, force, grace = self.check(nudged and self.term)
                     self.term = False
-                if runtime and not stopping and now >= started + runtime:
+                    if stop and not why:
+                        why = stop
+                        tree.begin(grace, force)
+                    elif stop and force:
+                        tree.escalate()       # a forced cancel during the grace, a cold shutdown
+                if not why and runtime_end is not None and now >= runtime_end:
                     self.expire_runtime()
-                    stopping = "cancel"
-                    supervisor.signal_tree(pid, signal.SIGTERM, keep)
-                    kill_at = now + self.settings.task_cancel_grace_period
-                if kill_at and now >= kill_at:
-                    supervisor.kill_all(pid, keep)
-                    kill_at = None
-                keep = None if status is not None else pid
-                if stopping and status is not None and supervisor.gone():
-                    break
+                    why = "cancel"
+                    tree.begin(cfg.task_cancel_grace_period)
+                tree.step(now)
         finally:
             w.close()
             self.waiter = None
-        # The command's main process is done: nothing it left behind may outlive the task.
-        if supervisor.descendants():
-            supervisor.signal_tree(pid, signal.SIGTERM)
-            end = time.monotonic() + 1.0
-            while supervisor.descendants() and time.monotonic() < end:
-                time.sleep(0.02)
-            supervisor.kill_all(pid)
+        return why, status, rusage
+
+    def conclude(self, why: str, status: int, rusage, out):
+        """How the attempt ended, as its finish call: stopped by a shutdown or by the fence it is
+        lost (rerun if rerunnable); otherwise its exit is recorded (Failed if it was canceled)."""
         code, error = _describe(status)
         output = ""
         if out is not None:
@@ -189,10 +190,10 @@ class Attempt:
             output = out.read(self.settings.output_limit).decode("utf-8", "replace")
             out.close()
         usage = (rusage.ru_utime, rusage.ru_stime, rusage.ru_maxrss * 1024)
-        if stopping == "shutdown":
+        if why == "shutdown":
             return self.finish("lost", code, Msg.worker_stopped.format(self.worker), output, usage,
                                drain=True)
-        if stopping == "fence":
+        if why == "fence":
             return self.finish("lost", code, Msg.fenced.format(
                 self.worker, f"{self.settings.fence_after:g}"), output, usage)
         if self.runtime_expired:
@@ -234,9 +235,14 @@ class Attempt:
             return self.shutdown_stop(how)
         return None, False, 0.0
 
-    def fenced(self) -> bool:
+    def fence_at(self) -> float | None:
+        """When the fence stops this attempt if Redis does not answer before (None: no fence)."""
         fence = self.settings.fence_after
-        return fence > 0 and time.monotonic() - self.last_ok >= fence
+        return self.last_ok + fence if fence > 0 else None
+
+    def fenced(self) -> bool:
+        at = self.fence_at()
+        return at is not None and time.monotonic() >= at
 
     def fence_stop(self):
         """Stopped in time to be gone before the worker can be declared lost (worker_timeout

@@ -391,37 +391,6 @@ def kill_now(root: int | None = None, tree: Callable[[], Iterable[psutil.Process
     return s
 
 
-# --- the ladder as it was before the Stopper (run.py still uses these; removed next) ----------
-def signal_tree(pgid: int | None, sig: int, keep: int | None = None) -> int:
-    """Send ``sig`` to the command's process group and to every descendant; return how many
-    processes were still alive."""
-    if pgid:
-        _killpg(pgid, sig)
-    procs = descendants(keep)
-    for p in procs:
-        try:
-            if not pgid or os.getpgid(p.pid) != pgid:
-                p.send_signal(sig)
-        except (psutil.NoSuchProcess, ProcessLookupError):
-            pass
-    return len(procs)
-
-
-def gone(keep: int | None = None) -> bool:
-    if descendants(keep):
-        return False
-    time.sleep(0.01)
-    return not descendants(keep)
-
-
-def kill_all(pgid: int | None, keep: int | None = None, deadline: float = 5.0) -> None:
-    end = time.monotonic() + deadline
-    empty = 0
-    while empty < 2 and time.monotonic() < end:
-        empty = empty + 1 if signal_tree(pgid, signal.SIGKILL, keep) == 0 else 0
-        time.sleep(0.01)
-
-
 class Waiter:
     """Wakes on the command's exit (a pidfd) or on a nudge from a signal handler (a pipe)."""
 
