@@ -77,16 +77,6 @@ CLUSTER_ENV = {
 }
 
 
-class BridgedRedis(RedisServer):
-    """tests/redis_server.py's server, bound to several addresses: its argv passes ``bind`` as
-    one argument, which redis-server takes for one (unresolvable) address."""
-
-    def argv(self) -> list[str]:
-        argv = super().argv()
-        i = argv.index("--bind")
-        return argv[:i + 1] + self.bind.split() + argv[i + 2:]
-
-
 # --- the plan ------------------------------------------------------------------------------------
 
 @dataclass
@@ -462,7 +452,7 @@ class Chaos:
         try:
             with Network("chaos") as net:
                 self.net = net
-                self.server = BridgedRedis(os.path.join(self.workdir, "redis"), appendonly=True,
+                self.server = RedisServer(os.path.join(self.workdir, "redis"), appendonly=True,
                                            bind=f"{net.bridge_addr} 127.0.0.1")
                 self.server.start()
                 self.url = self.server.url

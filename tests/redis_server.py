@@ -73,7 +73,7 @@ class RedisServer:
         with open(os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             if self.password:
                 f.write(f"requirepass {redis_conf_quote(self.password)}\n")
-        argv = [REDIS_SERVER_BIN, self.conf_path, "--port", str(self.port), "--bind", self.bind,
+        argv = [REDIS_SERVER_BIN, self.conf_path, "--port", str(self.port), "--bind", *self.bind.split(),
                 "--dir", self.dir, "--daemonize", "no", "--save", ""]
         if self.appendonly:
             argv += ["--appendonly", "yes", "--appendfsync", "everysec"]
