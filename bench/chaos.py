@@ -30,7 +30,6 @@ import argparse
 import heapq
 import os
 import random
-import re
 import shutil
 import signal
 import subprocess
