@@ -26,6 +26,16 @@ def run_worker(settings: Settings, concurrency: int | None = None, hostname: str
     # Celery's own rule (``w1`` -> ``celery@w1``, ``%h`` expanded), so the name the worker
     # registers is the one its queue is named after.
     hostname = host_format(default_nodename(hostname or f"worker@{socket.gethostname()}"))
-    from .app import app  # after HPCQ_REDIS_URL is set: the app reads it at import
-    app.worker_main(celery_argv(concurrency, hostname))
-    sys.exit(0)
+    from .app import app, presence  # after HPCQ_REDIS_URL is set: the app reads it at import
+    code = 0
+    try:
+        app.worker_main(celery_argv(concurrency, hostname))
+    except SystemExit as exc:
+        code = exc.code
+    if not code and not presence.draining:
+        # Celery gave up on its own (an unrecoverable error, pool processes that could not
+        # start): say so with the exit code, so a service manager restarts the worker.
+        print(f"hpcq worker {hostname}: stopped without being asked to (see the log above)",
+              file=sys.stderr, flush=True)
+        code = 1
+    sys.exit(code)
