@@ -160,6 +160,7 @@ class Attempt:
                         why = "exited"
                         tree.begin(LEFTOVERS_GRACE)
                 now = time.monotonic()
+                tree.step(now)                # first: a SIGKILL due now does not wait for Redis
                 # Once it has ended by itself, how it ended is decided: only its leftovers remain.
                 if why != "exited" and (nudged or now >= next_poll or self.fenced()):
                     next_poll = now + cfg.cancel_poll_interval
@@ -174,7 +175,6 @@ class Attempt:
                     self.expire_runtime()
                     why = "cancel"
                     tree.begin(cfg.task_cancel_grace_period)
-                tree.step(now)
         finally:
             w.close()
             self.waiter = None
