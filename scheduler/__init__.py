@@ -4,13 +4,13 @@
     s = Scheduler.connect("redis://127.0.0.1:6379/0")
 """
 
-from .client import Job, Scheduler, Task
-from .errors import (CancelMessageTooLong, HpcqError, InvalidId, InvalidInput, InvalidState, NotFound,
+from scheduler.api.client import Job, Scheduler, Task
+from scheduler.errors import (CancelMessageTooLong, HpcqError, InvalidId, InvalidInput, InvalidState, NotFound,
                      RedisUnavailable, WaitTimeout)
-from .ids import TaskId
-from .model import Priority
-from .settings import Settings, get_settings
-from .states import JobState, TaskState
+from scheduler.core.ids import TaskId
+from scheduler.api.model import Priority
+from scheduler.settings import Settings, get_settings
+from scheduler.core.states import JobState, TaskState
 
 __all__ = ["Scheduler", "Job", "Task", "TaskId", "Priority", "JobState", "TaskState",
            "Settings", "get_settings", "HpcqError", "NotFound", "InvalidId", "InvalidInput",

@@ -17,11 +17,11 @@ import uuid
 
 from kombu.exceptions import OperationalError
 
-from .errors import HpcqError, RedisUnavailable
-from .model import Msg
-from .settings import Settings
-from .store import Store
-from .transport import make_celery, publish_revokes, send_attempt
+from scheduler.errors import HpcqError, RedisUnavailable
+from scheduler.api.model import Msg
+from scheduler.settings import Settings
+from scheduler.core.store import Store
+from scheduler.transport import make_celery, publish_revokes, send_attempt
 
 log = logging.getLogger("hpcq.scheduler")
 

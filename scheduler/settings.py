@@ -82,7 +82,7 @@ def _read_secret(path: str) -> str:
         with open(os.path.expanduser(path)) as f:
             return f.read().strip()
     except OSError as exc:
-        from .errors import InvalidInput
+        from scheduler.errors import InvalidInput
         raise InvalidInput(f"cannot read the Redis password file {path}: {exc.strerror}") from None
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from . import keys
-from .schema import CELERY_ID
+from scheduler.core import keys
+from scheduler.core.schema import CELERY_ID
 
 RUN_TASK = "hpcq.run"
 

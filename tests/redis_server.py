@@ -20,7 +20,7 @@ from urllib.parse import quote
 import redis
 
 from conftest import REDIS_SERVER_BIN, _die_with_parent, _free_port
-from scheduler.cluster import redis_conf_quote
+from scheduler.local import redis_conf_quote
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0

@@ -2,7 +2,7 @@
 keyspace, the invariant checker, a small rig that drives ``Store`` into given states, and the
 randomized operation sequence.
 
-Everything here goes through ``scheduler.store.Store``'s public methods (never script
+Everything here goes through ``scheduler.core.store.Store``'s public methods (never script
 arguments), so a refactor of the scripts that keeps Store's interface keeps these tests."""
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ from collections import Counter, defaultdict
 
 import redis
 
-from scheduler import keys, states
-from scheduler.client import BAND, REQUEUE_MESSAGE
+from scheduler.core import keys
+
+from scheduler.core import states
+from scheduler.api.client import BAND, REQUEUE_MESSAGE
 from scheduler.errors import HpcqError
-from scheduler.model import JobSpec, Msg, Priority, TaskSpec, resolve_dependencies
-from scheduler.schema import cancel_texts
-from scheduler.states import TaskState
-from scheduler.store import Store
+from scheduler.api.model import JobSpec, Msg, Priority, TaskSpec, resolve_dependencies
+from scheduler.core.schema import cancel_texts
+from scheduler.core.states import TaskState
+from scheduler.core.store import Store
 
 JOB_ENDED = ("Finished", "Failed", "Canceled")
 TASK_STATES = tuple(s.value for s in TaskState)
@@ -176,7 +178,7 @@ def _i(v) -> int:
 
 
 def _shape(key_fn, pattern: str) -> re.Pattern:
-    """A regex for the keys ``key_fn`` (from scheduler.keys) names, its argument ``pattern``."""
+    """A regex for the keys ``key_fn`` (from scheduler.core.keys) names, its argument ``pattern``."""
     head, _, tail = key_fn("\0").partition("\0")
     return re.compile(f"^{re.escape(head)}{pattern}{re.escape(tail)}$")
 
@@ -185,7 +187,7 @@ def _shape(key_fn, pattern: str) -> re.Pattern:
 
 def check_invariants(snap: dict) -> list[str]:
     """Everything that must hold between any two steps, recomputed from the keyspace alone
-    (the layout of scheduler/keys.py).  Returns the violations, empty if none.
+    (the layout of scheduler/core/keys.py).  Returns the violations, empty if none.
 
     - counts: ``c:<State>`` of every job equals a recount of its tasks (a sweep master by its own
       state), ``i:<State>`` of every sweep master a recount of its instances (see _check_master
@@ -535,7 +537,7 @@ class Rig:
             self.finish(uid, tok, code)
         return got
 
-    # the user operations, with the texts the API (scheduler/client.py) gives them
+    # the user operations, with the texts the API (scheduler/api/client.py) gives them
     def cancel_task(self, uid, message="", force=False, mode="user", token=""):
         return self.store.cancel_task(uid, *cancel_texts(message), force=force, mode=mode,
                                       token=token)

@@ -12,10 +12,10 @@ import pytest
 from helpers import hpcq
 from scheduler import InvalidInput, InvalidState, JobState, RedisUnavailable, Scheduler, TaskState
 from scheduler import cli as cli_module
-from scheduler import client
+from scheduler.api import client
 from scheduler.cli import jobs as cli_jobs
-from scheduler.model import Msg, TaskSpec
-from scheduler.store import Store
+from scheduler.api.model import Msg, TaskSpec
+from scheduler.core.store import Store
 
 
 @pytest.fixture
@@ -227,10 +227,10 @@ def test_cli_prints_the_api_error_of_a_failed_submit_on_one_line(redis_url, s, m
 def test_cancel_texts_are_formatted_in_one_place():
     import pathlib
 
-    from scheduler import schema
+    from scheduler.core import schema
     assert schema.cancel_texts("m") == ("Canceled by user. Message: m",
                                         "The task has been canceled by the user during execution. Message: m")
-    root = pathlib.Path(schema.__file__).parent.parent
+    root = pathlib.Path(schema.__file__).parents[2]
     sources = {p: p.read_text() for d in ("scheduler", "worker") for p in (root / d).rglob("*.py")}
     for text in ("Msg.canceled_by_user.format(", "Msg.canceled_during_execution.format("):
         assert [p.name for p, src in sources.items() if text in src] == ["schema.py"], text

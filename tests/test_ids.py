@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scheduler.errors import HpcqError, InvalidId
-from scheduler.ids import TaskId, parse_job_id
+from scheduler.core.ids import TaskId, parse_job_id
 
 
 @pytest.mark.parametrize("text,expected", [

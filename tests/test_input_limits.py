@@ -12,7 +12,7 @@ import redis
 from helpers import hpcq
 from scheduler import Scheduler
 from scheduler.errors import InvalidInput
-from scheduler.model import (MAX_ARG_STRLEN, MAX_COMMAND_BYTES, MAX_ENV_BYTES, NAME_MAX, PATH_MAX,
+from scheduler.api.model import (MAX_ARG_STRLEN, MAX_COMMAND_BYTES, MAX_ENV_BYTES, NAME_MAX, PATH_MAX,
                              JobSpec, TaskSpec)
 
 

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from scheduler.errors import InvalidInput
-from scheduler.model import (MAX_CANCEL_MESSAGE, JobSpec, Msg, Priority, TaskSpec, check_cancel_message,
+from scheduler.api.model import (MAX_CANCEL_MESSAGE, JobSpec, Msg, Priority, TaskSpec, check_cancel_message,
                              resolve_dependencies)
 
 

@@ -1,4 +1,4 @@
-"""The rules live in scheduler/schema.py only: no Lua script spells a key, a state or an
+"""The rules live in scheduler/core/schema.py only: no Lua script spells a key, a state or an
 outcome by hand (they use the generated K, S, WS, O), and every effect the ON_ENTER tables name
 exists in lib.lua."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from scheduler import schema
+from scheduler.core import schema
 
 LUA = Path(schema.__file__).with_name("lua")
 NAMES = ({s.value for s in schema.TaskState} | {s.value for s in schema.JobState}
@@ -49,7 +49,7 @@ def test_every_state_says_what_entering_it_does():
 
 
 def test_keys_are_generated_for_python_and_lua_alike():
-    from scheduler import keys
+    from scheduler.core import keys
     lua = schema.lua_preamble()
     assert keys.task("3.4.5") == "hpcq:task:3.4.5" and keys.worker_tasks("w") == "hpcq:worker:w:tasks"
     for name, (shape, _, _) in schema.KEYS.items():

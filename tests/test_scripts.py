@@ -1,5 +1,5 @@
 """The fast tier for the Lua scripts (issue 11): every script called on a bare real Redis (no
-scheduler, no Celery, no worker processes), through ``scheduler.store.Store``'s public methods.
+scheduler, no Celery, no worker processes), through ``scheduler.core.store.Store``'s public methods.
 
 - ``test_refusal_changes_nothing``: every refusal every script makes (each ``fail(...)`` and
   each early return that refuses), one case each, with a DUMP (and TTL) of every key before and
@@ -20,13 +20,13 @@ import time
 import pytest
 import redis
 
-from scheduler import keys
-from scheduler.client import Scheduler
+from scheduler.core import keys
+from scheduler.api.client import Scheduler
 from scheduler.errors import (CancelMessageTooLong, HpcqError, InvalidInput, InvalidState,
                               NotFound)
-from scheduler.model import Msg, TaskSpec
+from scheduler.api.model import Msg, TaskSpec
 from scheduler.settings import get_settings
-from scheduler.store import Store
+from scheduler.core.store import Store
 from script_model import (RETRY_CAP, Rig, Sequence, band, check_invariants, dump_keyspace,
                           read_all)
 
@@ -741,7 +741,7 @@ def test_refusal_changes_nothing(name, rig, r, raw):
 def test_every_script_has_refusal_cases():
     """Each script that can refuse has cases above (heartbeat and create_job never refuse): a
     new script needs its refusals listed here."""
-    from scheduler.store import SCRIPTS
+    from scheduler.core.store import SCRIPTS
     covered = {name.split("/")[0] for name in REFUSALS}
     assert not set(SCRIPTS) - covered - {"heartbeat", "create_job"}
 

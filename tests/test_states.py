@@ -1,4 +1,4 @@
-"""The transition tables of scheduler/schema.py, checked pair by pair against a copy written out
+"""The transition tables of scheduler/core/schema.py, checked pair by pair against a copy written out
 here by hand: this copy is the spec, so a change to the schema must be made here too.  HPC
 Pack's Finishing is not a state of hpcq (nothing could observe it: see schema.py)."""
 
@@ -9,9 +9,9 @@ import re
 
 import pytest
 
-from scheduler import states
-from scheduler.schema import lua_preamble
-from scheduler.states import JobState, TaskState, job_can, task_can
+from scheduler.core import states
+from scheduler.core.schema import lua_preamble
+from scheduler.core.states import JobState, TaskState, job_can, task_can
 
 TASK_ALLOWED = {
     "Configuring": {"Submitted", "Canceled"},

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler import sweep
+from scheduler.core import sweep
 from scheduler.errors import InvalidInput
 
 

@@ -18,9 +18,9 @@ from celery import signals
 from celery.utils.functional import maybe_list
 from celery.worker import control
 
-from scheduler.schema import cancel_texts
+from scheduler.core.schema import cancel_texts
 from scheduler.settings import get_settings
-from scheduler.store import Store
+from scheduler.core.store import Store
 from scheduler.transport import make_celery, parse_celery_id
 
 from . import supervisor

@@ -11,7 +11,7 @@ import tempfile
 from contextlib import ExitStack
 from urllib.parse import urlsplit
 
-from scheduler import sweep
+from scheduler.core import sweep
 
 from .registry import identity
 from .supervisor import ATTEMPT_VAR, WORKER_VAR, die_with_parent

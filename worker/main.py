@@ -9,7 +9,7 @@ import sys
 
 from celery.utils.nodenames import default_nodename, host_format
 
-from scheduler import keys
+from scheduler.core import keys
 from scheduler.settings import Settings
 
 

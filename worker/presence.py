@@ -15,7 +15,7 @@ import time
 import psutil
 
 from scheduler.errors import RedisUnavailable
-from scheduler.model import Msg
+from scheduler.api.model import Msg
 from scheduler.settings import Settings
 from scheduler.transport import publish_revokes
 
@@ -85,7 +85,7 @@ class Presence:
 
     # --- heartbeat and reconciliation ---------------------------------------------------------
     def beat_once(self) -> None:
-        from scheduler import keys
+        from scheduler.core import keys
         held = [(e["task_id"], e["token"]) for e in self.registry.entries()]
         stale, revokes = self.store().heartbeat(
             self.name, self.slots, keys.worker_queue(self.name), {"pid": os.getpid()}, held,

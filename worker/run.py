@@ -17,9 +17,9 @@ import psutil
 from celery.exceptions import Ignore
 
 from scheduler.errors import RedisUnavailable
-from scheduler.model import Msg
+from scheduler.api.model import Msg
 from scheduler.settings import get_settings
-from scheduler.store import Store
+from scheduler.core.store import Store
 from scheduler.transport import RUN_TASK, publish_revokes
 
 from . import supervisor

@@ -8,7 +8,7 @@ the pool process, which a walk of ``/proc`` lists.
 Stopping is one state machine, ``Stopper``, used by everything that stops processes: an attempt
 (cancel, runtime limit, shutdown, fence, and the leftovers of a command that ended by itself),
 the worker's main process (what a dead pool process or a previous life left: ``kill_marked``) and
-``hpcq up`` for its daemons (``scheduler/cluster.py``).  One ladder, so one set of rules: every
+``hpcq up`` for its daemons (``scheduler/local.py``).  One ladder, so one set of rules: every
 process gets each signal once, a SIGKILL is repeated until the tree is confirmed gone, and a
 process that leaves the tree (reparented) is still stopped."""
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from bench.chaos.config import MARKER_VAR, ROOT
-from scheduler import keys
+from scheduler.core import keys
 
 if TYPE_CHECKING:
     from bench.chaos.run import Chaos

@@ -14,7 +14,7 @@ import redis
 
 from bench.chaos.cluster import Daemon
 from bench.chaos.plan import JobPlan
-from scheduler import keys
+from scheduler.core import keys
 from scheduler.errors import HpcqError, RedisUnavailable
 
 

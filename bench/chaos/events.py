@@ -10,7 +10,7 @@ from collections import defaultdict
 
 import redis
 
-from scheduler import keys
+from scheduler.core import keys
 
 
 class EventTail(threading.Thread):

@@ -10,7 +10,7 @@ from collections import Counter
 import redis
 
 from bench.chaos.config import JOB_END
-from scheduler import keys
+from scheduler.core import keys
 
 
 class Record:

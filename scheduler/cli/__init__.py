@@ -11,14 +11,14 @@ import sys
 
 import click
 
-from ..client import unreachable_message
-from ..errors import HpcqError, RedisUnavailable
-from . import common
-from .common import redis_option
-from .daemons import scheduler_cmd, up_cmd, worker_cmd
-from .jobs import job_group
-from .render import fail
-from .tasks import task_group
+from scheduler.api.client import unreachable_message
+from scheduler.errors import HpcqError, RedisUnavailable
+from scheduler.cli import common
+from scheduler.cli.common import redis_option
+from scheduler.cli.daemons import scheduler_cmd, up_cmd, worker_cmd
+from scheduler.cli.jobs import job_group
+from scheduler.cli.render import fail
+from scheduler.cli.tasks import task_group
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

@@ -1,6 +1,6 @@
 """``python -m scheduler.cli``."""
 
-from . import main
+from scheduler.cli import main
 
 if __name__ == "__main__":
     main()

@@ -9,10 +9,10 @@ from urllib.parse import unquote, urlsplit
 
 import click
 
-from ..client import Scheduler, check_url
-from ..errors import InvalidInput
-from ..settings import Settings, get_settings, mask_url
-from ..states import JobState, TaskState
+from scheduler.api.client import Scheduler, check_url
+from scheduler.errors import InvalidInput
+from scheduler.settings import Settings, get_settings, mask_url
+from scheduler.core.states import JobState, TaskState
 
 #: The URL the current invocation uses, for the error handler (set by ``--redis``).
 current = {"redis_url": None}

@@ -6,15 +6,15 @@ import os
 
 import click
 
-from . import common
-from .common import redis_option
+from scheduler.cli import common
+from scheduler.cli.common import redis_option
 
 
 @click.command("scheduler")
 @redis_option
 def scheduler_cmd():
     """Run the scheduler daemon (dispatches queued tasks to free worker slots)."""
-    from ..dispatcher import run_scheduler
+    from scheduler.dispatcher import run_scheduler
     run_scheduler(common.settings())
 
 
@@ -43,7 +43,7 @@ def up_cmd(workers, concurrency, port, state_dir):
     """Run a local cluster: Redis (embedded unless --redis), a scheduler and N workers.
 
     Stops all of them on Ctrl-C or SIGTERM."""
-    from ..cluster import LocalCluster
+    from scheduler.local import LocalCluster
     ctx = click.get_current_context()
     url = ctx.meta.get("hpcq.redis")
     cfg = common.settings()

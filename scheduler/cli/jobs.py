@@ -8,11 +8,11 @@ import re
 
 import click
 
-from ..model import MAX_CANCEL_MESSAGE, TaskSpec
-from ..states import JobState
-from . import common, render
-from .common import json_option, redis_option
-from .progress import wait_for_job
+from scheduler.api.model import MAX_CANCEL_MESSAGE, TaskSpec
+from scheduler.core.states import JobState
+from scheduler.cli import common, render
+from scheduler.cli.common import json_option, redis_option
+from scheduler.cli.progress import wait_for_job
 
 JOB_NEW_OPTIONS = ("name", "priority", "fail_on_task_failure", "runtime")
 TASK_OPTIONS = ("task_name", "workdir", "env", "stdin", "stdout", "stderr", "task_runtime",

@@ -10,11 +10,11 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .. import keys
-from ..client import Job, Task
-from ..ids import TaskId
-from ..states import TASK_END, JobState
-from .render import fmt_counts
+from scheduler.core import keys
+from scheduler.api.client import Job, Task
+from scheduler.core.ids import TaskId
+from scheduler.core.states import TASK_END, JobState
+from scheduler.cli.render import fmt_counts
 
 REFRESH = 0.2
 ORDER = ["Configuring", "Submitted", "Validating", "Queued", "Dispatching", "Running",

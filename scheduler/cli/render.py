@@ -12,7 +12,7 @@ from typing import Iterable, Iterator
 
 import click
 
-from ..records import JobView, TaskView
+from scheduler.api.records import JobView, TaskView
 
 
 def _tty() -> bool:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import click
 
-from ..model import MAX_CANCEL_MESSAGE
-from . import common, render
-from .common import json_option, redis_option
+from scheduler.api.model import MAX_CANCEL_MESSAGE
+from scheduler.cli import common, render
+from scheduler.cli.common import json_option, redis_option
 
 
 @click.group("task")

@@ -5,7 +5,7 @@ sweep of a million instances costs the same to submit as a sweep of one."""
 
 from __future__ import annotations
 
-from .errors import InvalidInput
+from scheduler.errors import InvalidInput
 
 MAX_INSTANCES = 1_000_000
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import InvalidId
+from scheduler.errors import InvalidId
 
 _PART = r"[1-9][0-9]{0,17}"
 _TASK_RE = re.compile(rf"^({_PART})\.({_PART})(?:\.({_PART}))?$")

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 
-from . import sweep
-from .ids import TaskId
-from .model import Priority, TaskSpec
-from .states import TASK_PENDING, JobState, TaskState
+from scheduler.core import sweep
+from scheduler.core.ids import TaskId
+from scheduler.api.model import Priority, TaskSpec
+from scheduler.core.states import TASK_PENDING, JobState, TaskState
 
 
 def _f(v):

@@ -5,7 +5,7 @@ Layout: see ``schema.KEYS`` (name -> shape, type, what)."""
 
 from __future__ import annotations
 
-from .schema import KEYS, PREFIX, key
+from scheduler.core.schema import KEYS, PREFIX, key
 
 JOB_SEQ, JOBS, QUEUE, SEQ, ATTEMPT, WORKERS, DEADLINES, LEADER, WAKEUP, EVENTS = (
     key(n) for n in ("JOB_SEQ", "JOBS", "QUEUE", "SEQ", "ATTEMPT", "WORKERS", "DEADLINES",

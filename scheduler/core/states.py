@@ -1,9 +1,9 @@
 """Job and task states and the transitions allowed between them: the part of ``schema`` that the
-API reads to explain refusals, and the README's state tables (``python -m scheduler.states``)."""
+API reads to explain refusals, and the README's state tables (``python -m scheduler.core.states``)."""
 
 from __future__ import annotations
 
-from .schema import (CANCEL_JOB_FROM, CANCEL_TASK_FROM, JOB_END, JOB_ON_ENTER, JOB_TRANSITIONS,
+from scheduler.core.schema import (CANCEL_JOB_FROM, CANCEL_TASK_FROM, JOB_END, JOB_ON_ENTER, JOB_TRANSITIONS,
                      REQUEUE_JOB_FROM, REQUEUE_TASK_FROM, TASK_END, TASK_ON_ENTER, TASK_ON_WORKER,
                      TASK_PENDING, TASK_TRANSITIONS, JobState, TaskState, WorkerState)
 

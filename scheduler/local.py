@@ -26,8 +26,8 @@ import psutil
 
 from worker.supervisor import Rung, Stopper, become_subreaper, die_with_parent, drive, kill_now
 
-from .errors import HpcqError, InvalidState, RedisUnavailable
-from .settings import get_settings, with_password
+from scheduler.errors import HpcqError, InvalidState, RedisUnavailable
+from scheduler.settings import get_settings, with_password
 
 #: Warm shutdown (SIGTERM): the worker takes no new task and marks itself stopping; a task
 #: that ends within the cancel grace period plus this ends normally, and one being stopped
@@ -200,7 +200,7 @@ class LocalCluster:
 
     def check_external(self, url: str) -> None:
         import redis
-        from .client import check_url, unreachable_message
+        from scheduler.api.client import check_url, unreachable_message
         check_url(url)
         url = with_password(url, self.password)
         try:
@@ -216,7 +216,7 @@ class LocalCluster:
         return Child(name, argv, os.path.join(self.log_dir, f"{name.split('@')[0]}.log"), env)
 
     def redact(self, text: str) -> str:
-        from .cli.common import redact
+        from scheduler.cli.common import redact
         return redact(text, self.external_url,
                       with_password("redis://h/0", self.password) if self.password else None)
 

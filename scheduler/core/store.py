@@ -14,8 +14,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import keys, model, schema
-from .errors import HpcqError, InvalidInput, InvalidState, NotFound, RedisUnavailable
+from scheduler.core import keys
+
+
+from scheduler.core import schema
+from scheduler.errors import HpcqError, InvalidInput, InvalidState, NotFound, RedisUnavailable
 
 _CODES = {"NOTFOUND": NotFound, "STATE": InvalidState, "NOTRERUN": InvalidState,
           "INPUT": InvalidInput, "RETRY": InvalidState, "ILLEGAL": InvalidState}
@@ -90,7 +93,7 @@ class Store:
     def job(self, job_id: int) -> dict[str, str]:
         rec = self._do(self.redis.hgetall, keys.job(job_id))
         if not rec:
-            raise NotFound(model.Msg.job_not_found.format(job_id))
+            raise NotFound(schema.Msg.job_not_found.format(job_id))
         return rec
 
     def task(self, task_id) -> dict[str, str] | None:

@@ -14,16 +14,16 @@ from urllib.parse import urlsplit
 
 import redis
 
-from .errors import InvalidInput, InvalidState, NotFound, RedisUnavailable, WaitTimeout
-from .ids import TaskId, parse_job_id
-from .schema import cancel_texts
-from .model import (MAX_CANCEL_MESSAGE, JobSpec, Msg, Priority, TaskSpec, check_cancel_message,
+from scheduler.errors import InvalidInput, InvalidState, NotFound, RedisUnavailable, WaitTimeout
+from scheduler.core.ids import TaskId, parse_job_id
+from scheduler.core.schema import cancel_texts
+from scheduler.api.model import (MAX_CANCEL_MESSAGE, JobSpec, Msg, Priority, TaskSpec, check_cancel_message,
                     resolve_dependencies)
-from .records import JobView, TaskView, instance_record
-from .settings import Settings, get_settings, mask_url
-from .states import JOB_END, TASK_END, JobState, TaskState
-from .store import Store
-from .transport import make_celery, parse_celery_id, publish_revokes
+from scheduler.api.records import JobView, TaskView, instance_record
+from scheduler.settings import Settings, get_settings, mask_url
+from scheduler.core.states import JOB_END, TASK_END, JobState, TaskState
+from scheduler.core.store import Store
+from scheduler.transport import make_celery, parse_celery_id, publish_revokes
 
 #: Queue score bands: higher priority sorts first, then submission order.
 BAND = 1 << 45

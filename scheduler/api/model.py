@@ -10,9 +10,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from . import sweep
-from .errors import CancelMessageTooLong, InvalidInput
-from .schema import Msg  # noqa: F401  (re-exported: model.Msg)
+from scheduler.core import sweep
+from scheduler.errors import CancelMessageTooLong, InvalidInput
+from scheduler.core.schema import Msg  # noqa: F401  (re-exported: model.Msg)
 
 
 class Priority(enum.IntEnum):
