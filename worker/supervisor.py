@@ -154,6 +154,9 @@ class Stopper:
     #: being reparented), unless the walk could not have missed one (see ``_walk``); also how
     #: often SIGKILL is repeated on the last rung.
     CONFIRM = 0.01
+    #: A process that outlives SIGKILL this long (uninterruptible sleep: a hung NFS mount, a
+    #: device) is logged once; the attempt still waits for it, so nothing of a task outlives it.
+    WARN_AFTER = 5.0
 
     def __init__(self, root: int | None = None,
                  tree: Callable[[], Iterable[psutil.Process]] | None = None,
@@ -172,7 +175,7 @@ class Stopper:
         self.wake_at: float | None = None
         self.finished = False
         self.seen: dict[int, psutil.Process] = {}   # every live process found in the tree
-        self.found: set[int] = set()                # every pid ever found (for a count)
+        self.found: set[int] = set()                # every pid ever found in the tree
         self.empty_since: float | None = None       # the first of a run of empty walks
         self.survivors: list[psutil.Process] = []   # what outlived kill_for (if it ran out)
         self._warned = False
@@ -294,9 +297,10 @@ class Stopper:
             return True
         self.wake_at = now + (self.CONFIRM if not procs or self.killing_since is not None
                               else self.TICK)
-        if self.killing_since is not None and now - self.killing_since >= 5.0 and not self._warned:
+        if self.killing_since is not None and now - self.killing_since >= self.WARN_AFTER \
+                and not self._warned:
             self._warned = True
-            log.warning("%d process(es) survive SIGKILL for 5 s: %s", len(procs),
+            log.warning("%d process(es) survive SIGKILL for %g s: %s", len(procs), self.WARN_AFTER,
                         " ".join(str(p.pid) for p in procs[:20]))
         if self.kill_for is not None and self.killing_since is not None \
                 and now - self.killing_since >= self.kill_for:
