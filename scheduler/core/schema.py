@@ -56,10 +56,12 @@ class WorkerState(str, enum.Enum):
 T, J = TaskState, JobState
 
 #: Allowed task transitions.  A sweep master uses the same table (it goes Queued -> Running
-#: without Dispatching, since its instances are what get dispatched).  Submitted and Validating
-#: are passed through at submit (each move is an event); HPC Pack's Finishing is not used: a
-#: task's end is recorded in the one step that sees its processes gone, so nothing could ever
-#: observe it.
+#: without Dispatching, since its instances are what get dispatched; a Queued master whose
+#: instances all ended before any of them started - canceled one by one, before or after submit -
+#: passes through Running to its end, as submit passes through Submitted and Validating, so that
+#: Queued -> Finished/Failed stays impossible for a task).  Submitted and Validating are passed
+#: through at submit (each move is an event); HPC Pack's Finishing is not used: a task's end is
+#: recorded in the one step that sees its processes gone, so nothing could ever observe it.
 TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     T.Configuring: frozenset({T.Submitted, T.Canceled}),
     T.Submitted: frozenset({T.Validating, T.Queued, T.Failed, T.Canceled}),
@@ -104,12 +106,16 @@ JOB_PENDING = frozenset({J.Configuring, J.Submitted, J.Validating})
 #: What entering a state does, in order, after the move itself (the state field, the per-state
 #: counts of the parent - the job for a task or sweep master, the master for an instance - and
 #: an event), which every move makes.  Each name is a function of ``EFFECT`` in lua/lib.lua:
-#:   unplace       out of the queue / waiting set / redo list (only if it was pending)
+#:   unplace       out of the queue / waiting set / redo list (only if it was placed: pending,
+#:                 or a sweep master leaving Running, which hands out instances)
 #:   leave_worker  out of its worker's set (only if it was on a worker)
 #:   join_worker   into its worker's set (ctx.node)
 #:   reset         a new run: results cleared, ctx.count (requeue_count/auto_requeue_count) + 1
-#:   place         where the dispatcher finds it: queue, waiting set (dependencies) or redo list
-#:   started       the sweep master and the job start (the job's clock and runtime limit)
+#:   place         where the dispatcher finds it: queue, or the job's waiting set while its
+#:                 dependencies (nwait) have not ended; an instance: its master's redo list, and
+#:                 the master placed so (an ended master is queued again)
+#:   started       an instance's sweep master and the job start (the job's clock and runtime
+#:                 limit); nothing for a master itself (its first instance starts it)
 #:   ended         end time; dependents released; the sweep master and the job refreshed
 TASK_ON_ENTER: dict[TaskState, tuple[str, ...]] = {
     T.Configuring: (),
@@ -118,7 +124,8 @@ TASK_ON_ENTER: dict[TaskState, tuple[str, ...]] = {
     T.Queued: ("leave_worker", "reset", "place"),
     T.Dispatching: ("join_worker",),
     T.Running: ("started",),
-    T.Canceling: (),
+    # a sweep master being canceled leaves the queue (or the waiting set) at once
+    T.Canceling: ("unplace",),
     T.Finished: ("unplace", "leave_worker", "ended"),
     T.Failed: ("unplace", "leave_worker", "ended"),
     T.Canceled: ("unplace", "leave_worker", "ended"),
@@ -226,6 +233,9 @@ class Msg:
     task_not_configuring = "task {} is {}, not Configuring"
     instance_cut = "Sweep instance {} was canceled with its master; requeue the master {}."
     job_cannot_requeue_tasks = "Tasks of a job in the {} state cannot be requeued."
+    sweep_cannot_requeue_instances = "Instances of a sweep in the {} state cannot be requeued."
+    job_never_submitted = "Job {} was canceled before it was submitted, so it cannot be requeued."
+    task_never_submitted = "Task {} was canceled before its job was submitted, so it cannot be requeued."
     tasks_failed = "{} task(s) failed."
     instances_failed = "{} instance(s) failed."
 

@@ -6,6 +6,8 @@
 
 local function fail(code, msg) error('HPCQ-' .. code .. ' ' .. msg) end
 local function num(v) return tonumber(v) or 0 end
+-- An integer argument for Redis: Lua numbers are floats, and Redis refuses "-0" or "1e+20".
+local function int(v) return string.format('%d', v) end
 
 local function now()
   local t = redis.call('TIME')
@@ -140,6 +142,9 @@ local function master_refresh(m, ts)
   elseif st == S.Queued or st == S.Running then
     local v = redis.call('HMGET', mk, F.total, 'i:' .. S.Finished, 'i:' .. S.Failed, 'i:' .. S.Canceled)
     if num(v[2]) + num(v[3]) + num(v[4]) >= num(v[1]) then
+      -- every instance ended before one started (canceled one by one): the master passes
+      -- through Running, as a task never goes Queued -> Finished/Failed
+      if st == S.Queued then enter('task', m, S.Running, {ts = ts}) end
       if num(v[3]) > 0 then
         redis.call('HSET', mk, 'error', string.format(MSG.instances_failed, v[3]))
         enter('task', m, S.Failed, {ts = ts})
@@ -176,12 +181,13 @@ local function release_dependents(j, t)
   end
 end
 
+-- Only what was placed: a pending unit, or a sweep master leaving Running (a Running master
+-- is queued while it has instances to hand out).
 function EFFECT.unplace(id, from)
-  if not TASK_PENDING[from] then return end
   local m, i = master_of(id)
   if m then
-    redis.call('LREM', K.sweep_redo(m), 0, i)
-  else
+    if TASK_PENDING[from] then redis.call('LREM', K.sweep_redo(m), 0, i) end
+  elseif TASK_PENDING[from] or (from == S.Running and is_master(id)) then
     local j, t = split_id(id)
     redis.call('ZREM', K.QUEUE, id)
     redis.call('SREM', K.job_waiting(j), t)
@@ -212,25 +218,35 @@ function EFFECT.reset(id, from, to, ctx)
   end
 end
 
-function EFFECT.place(id, from, to, ctx)
-  local j, t, i = split_id(id)
-  if i then
-    local m = j .. '.' .. t
-    redis.call('SREM', K.sweep_ended(m), i)
-    redis.call('LPUSH', K.sweep_redo(m), i)
-    if TASK_END[redis.call('HGET', K.task(m), F.state)] then
-      enter('task', m, S.Queued, {ts = ctx.ts})
-    end
-    enqueue(m)
-  elseif num(redis.call('HGET', K.task(id), F.nwait)) > 0 then
+-- A task or sweep master where the dispatcher finds it: the job's waiting set while its
+-- dependencies have not all ended, else the queue.
+local function place_in_job(id)
+  local j, t = split_id(id)
+  if num(redis.call('HGET', K.task(id), F.nwait)) > 0 then
     redis.call('SADD', K.job_waiting(j), t)
   else
     enqueue(id)
   end
 end
 
+function EFFECT.place(id, from, to, ctx)
+  local j, t, i = split_id(id)
+  if not i then return place_in_job(id) end
+  -- an instance: its master's redo list, and the master placed (an ended one queued again)
+  local m = j .. '.' .. t
+  redis.call('SREM', K.sweep_ended(m), i)
+  redis.call('LPUSH', K.sweep_redo(m), i)
+  if TASK_END[redis.call('HGET', K.task(m), F.state)] then
+    enter('task', m, S.Queued, {ts = ctx.ts})
+  else
+    place_in_job(m)
+  end
+end
+
 function EFFECT.started(id, from, to, ctx)
   local m = master_of(id)
+  -- a master starts with its first instance (below), or passes through Running to its end
+  if not m and is_master(id) then return end
   if m and redis.call('HGET', K.task(m), F.state) == S.Queued then
     enter('task', m, S.Running, {ts = ctx.ts})
     redis.call('HSETNX', K.task(m), 'start_time', ctx.ts)
@@ -279,10 +295,14 @@ end
 -- === cancel and requeue ======================================================================
 -- opts: qmsg (queued), rmsg (running), force, grace, explicit, graceful; revokes appended to out.
 
--- Cancel one task or instance by HPC Pack's table.
+-- Cancel one task or instance by HPC Pack's table (graceful: a running one is left to finish).
+-- A cancel overrides a requeue still waiting on a stop (cancel_requeue).
 local function cancel_unit(id, ts, o, out)
   local tk = K.task(id)
   local st = redis.call('HGET', tk, F.state)
+  if TASK_END[st] then return end
+  redis.call('HDEL', tk, 'cancel_requeue')
+  if o.graceful and (st == S.Running or st == S.Canceling) then return end
   if st == S.Running then
     enter('task', id, S.Canceling, {ts = ts})
     redis.call('HSET', tk, 'cancel_error', o.rmsg, 'cancel_force', o.force and '1' or '0',
@@ -307,37 +327,32 @@ local function cancel_unit(id, ts, o, out)
 end
 
 -- Cancel a sweep master: the master ends Canceled, each instance by the table, and instances
--- never materialized are cut off (counted Canceled, never dispatched).
+-- never materialized are cut off (counted Canceled, never dispatched), whatever the master's
+-- state (before submit too: implicit_state then says Canceled, not Queued).
 local function cancel_master(m, ts, o, out)
   local mk = K.task(m)
   local st = redis.call('HGET', mk, F.state)
   if TASK_END[st] then return end
-  if TASK_PENDING[st] and st ~= S.Queued then
-    redis.call('HSET', mk, 'error', o.qmsg)
-    if o.explicit then redis.call('HSET', mk, F.explicit, '1') end
-    enter('task', m, S.Canceled, {ts = ts})
-    return
-  end
   if st ~= S.Canceling then
     redis.call('HSET', mk, 'error', o.qmsg)
     if o.explicit then redis.call('HSET', mk, F.explicit, '1') end
-    enter('task', m, S.Canceling, {ts = ts})
     local v = redis.call('HMGET', mk, F.total, F.next, F.pre)
     if num(v[1]) > num(v[2]) then
-      redis.call('HSET', mk, F.cut, num(v[2]), F.next, v[1])
-      redis.call('HINCRBY', mk, 'i:' .. S.Canceled, num(v[1]) - num(v[2]) - num(v[3]))
+      local rest = num(v[1]) - num(v[2]) - num(v[3])
+      redis.call('HSET', mk, F.cut, int(num(v[2])), F.next, v[1])
+      if rest ~= 0 then redis.call('HINCRBY', mk, 'i:' .. S.Canceled, int(rest)) end
     end
-    redis.call('ZREM', K.QUEUE, m)
+    if TASK_PENDING[st] and st ~= S.Queued then
+      enter('task', m, S.Canceled, {ts = ts})   -- not submitted: nothing was dispatched
+      return
+    end
+    enter('task', m, S.Canceling, {ts = ts})    -- out of the queue (or the waiting set)
     for _, i in ipairs(redis.call('LRANGE', K.sweep_redo(m), 0, -1)) do
       cancel_unit(m .. '.' .. i, ts, o, out)
     end
   end
   for _, i in ipairs(redis.call('SMEMBERS', K.sweep_active(m))) do
-    local iid = m .. '.' .. i
-    local ist = redis.call('HGET', K.task(iid), F.state)
-    if not (o.graceful and (ist == S.Running or ist == S.Canceling)) then
-      cancel_unit(iid, ts, o, out)
-    end
+    cancel_unit(m .. '.' .. i, ts, o, out)
   end
   master_refresh(m, ts)
 end
@@ -351,16 +366,14 @@ local function cancel_all(j, ts, o, skip, out)
       if is_master(id) then
         cancel_master(id, ts, o, out)
       else
-        local st = redis.call('HGET', K.task(id), F.state)
-        if not TASK_END[st] and not (o.graceful and (st == S.Running or st == S.Canceling)) then
-          cancel_unit(id, ts, o, out)
-        end
+        cancel_unit(id, ts, o, out)
       end
     end
   end
 end
 
--- A sweep master queues its Failed and Canceled instances (and the tail a cancel cut off).
+-- A sweep master queues its Failed and Canceled instances (and the tail a cancel cut off), and
+-- is placed like any task (the queue, or the waiting set while its dependencies have not ended).
 -- Returns how many instances went back to the queue.
 local function requeue_master(m, ts)
   local mk = K.task(m)
@@ -370,7 +383,7 @@ local function requeue_master(m, ts)
     local rest = num(v[1]) - num(v[2]) - num(v[3])
     redis.call('HSET', mk, F.next, v[2])
     redis.call('HDEL', mk, F.cut)
-    redis.call('HINCRBY', mk, 'i:' .. S.Canceled, -rest)
+    if rest ~= 0 then redis.call('HINCRBY', mk, 'i:' .. S.Canceled, int(-rest)) end
     n = n + rest
   end
   for _, i in ipairs(redis.call('SMEMBERS', K.sweep_ended(m))) do
@@ -383,10 +396,14 @@ local function requeue_master(m, ts)
   end
   redis.call('DEL', K.sweep_ended(m))
   if n > 0 then
-    local st = redis.call('HGET', mk, F.state)
-    if TASK_END[st] then enter('task', m, S.Queued, {ts = ts}) end
+    -- an instance's place already placed it (an ended master entered Queued); the cut tail alone
+    -- did not
+    if TASK_END[redis.call('HGET', mk, F.state)] then
+      enter('task', m, S.Queued, {ts = ts})
+    else
+      place_in_job(m)
+    end
     redis.call('HINCRBY', mk, 'requeue_count', 1)
-    enqueue(m)
   end
   return n
 end
@@ -395,8 +412,10 @@ end
 -- The end of one attempt, token-checked: the worker's result ('exit'), or the attempt was lost
 -- ('lost': its worker, its supervising process or its record is gone, or it was stopped by a
 -- shutdown).  A task stopped while Canceling ends Failed with its cancel message; a requeue
--- waiting on the stop puts it back in the queue; a lost attempt is queued again if it never
--- started, or if the task is rerunnable and has been rerun fewer than `cap` times.
+-- waiting on the stop puts it back in the queue (reopening an ended job, as requeue_task does);
+-- a lost attempt is queued again if it never started, or if the task is rerunnable and has been
+-- rerun fewer than `cap` times - unless its job or sweep is being canceled (a graceful cancel
+-- lets running tasks finish, it starts nothing again): then it ends, Failed if it ran.
 -- Returns {'ok', end state, message, celery id, mode, ...} or {'stale', state}.
 local function end_attempt(id, token, outcome, exit_code, err, output, cpu_user, cpu_sys, max_rss, cap)
   local tk = K.task(id)
@@ -408,8 +427,11 @@ local function end_attempt(id, token, outcome, exit_code, err, output, cpu_user,
   local j, t, i = split_id(id)
   local spec = i and K.task(j .. '.' .. t) or tk
   local rerunnable = redis.call('HGET', spec, F.rerunnable) == '1'
-  local jcap = redis.call('HGET', K.job(j), 'task_retry_count')
-  if jcap then cap = jcap end
+  local jv = redis.call('HMGET', K.job(j), F.state, 'fail_on_task_failure', 'task_retry_count')
+  if jv[3] then cap = jv[3] end
+  -- nothing of a job or sweep being canceled (or ended) goes back to the queue by itself
+  local stopping = jv[1] == S.Canceling or JOB_END[jv[1]]
+      or (i and redis.call('HGET', spec, F.state) == S.Canceling)
   local ts = now()
   if st == S.Dispatching and outcome == O.exit then
     -- it ran, but its start was lost with Redis' last writes: record the start first
@@ -420,7 +442,9 @@ local function end_attempt(id, token, outcome, exit_code, err, output, cpu_user,
   if st == S.Canceling then
     msg = v[3]
   elseif outcome == O.lost then
-    if st == S.Dispatching then
+    if stopping then
+      if st == S.Dispatching then to = S.Canceled end   -- it never started
+    elseif st == S.Dispatching then
       to = S.Queued              -- it never started: always safe to queue again
     elseif rerunnable then
       if num(v[6]) < num(cap) then
@@ -446,14 +470,14 @@ local function end_attempt(id, token, outcome, exit_code, err, output, cpu_user,
     enter('task', id, S.Queued, {ts = ts, count = st ~= S.Dispatching and 'auto_requeue_count' or nil})
     job_refresh(j, ts)
   elseif to == S.Failed and requeue then
-    -- a requeue waited on this stop: straight back to the queue
+    -- a requeue waited on this stop: straight back to the queue (a job cancel drops the wait)
+    job_reopen(j, ts)
     enter('task', id, S.Queued, {ts = ts, count = 'requeue_count'})
     out[2] = S.Queued
     job_refresh(j, ts)
   else
     if msg ~= '' then redis.call('HSET', tk, 'error', msg) else redis.call('HDEL', tk, 'error') end
     -- fail_on_task_failure: the first real failure fails the job at once and stops the rest.
-    local jv = redis.call('HMGET', K.job(j), F.state, 'fail_on_task_failure')
     local fails_job = to == S.Failed and st ~= S.Canceling and jv[2] == '1' and not JOB_END[jv[1]]
         and jv[1] ~= S.Canceling
     if fails_job then

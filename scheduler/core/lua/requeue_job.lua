@@ -5,6 +5,10 @@ local j, rmsg = ARGV[1], ARGV[2]
 local jk = K.job(j)
 local st = job_state(j)
 if not REQUEUE_JOB_FROM[st] then fail('STATE', string.format(MSG.job_cannot_requeue, st)) end
+-- canceled while Configuring: nothing of it was ever submitted (no queue score, no dependencies)
+if redis.call('HEXISTS', jk, 'submit_time') == 0 then
+  fail('STATE', string.format(MSG.job_never_submitted, j))
+end
 local ts = now()
 local out = {}
 job_reopen(j, ts)

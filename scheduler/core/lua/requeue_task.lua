@@ -6,6 +6,11 @@ local tk = K.task(id)
 local st = unit_state(id)
 if not st then fail('NOTFOUND', string.format(MSG.task_not_found, id)) end
 local j, t, i = split_id(id)
+local jst = redis.call('HGET', K.job(j), F.state)
+-- a job canceled while Configuring was never submitted (no queue score, no dependencies)
+if jst ~= S.Configuring and redis.call('HEXISTS', K.job(j), 'submit_time') == 0 then
+  fail('STATE', string.format(MSG.task_never_submitted, id))
+end
 if redis.call('EXISTS', tk) == 0 then
   -- an instance not dispatched yet: already queued, or cut off with its master
   if st == S.Queued then return {st} end
@@ -13,13 +18,17 @@ if redis.call('EXISTS', tk) == 0 then
 end
 local spec = i and K.task(j .. '.' .. t) or tk
 if redis.call('HGET', spec, F.rerunnable) ~= '1' then fail('NOTRERUN', MSG.not_rerunnable) end
-local jst = redis.call('HGET', K.job(j), F.state)
 local master = is_master(id)
 if not REQUEUE_TASK_FROM[st] or (master and st == S.Canceling) then
   fail('STATE', string.format(MSG.task_cannot_requeue, st))
 end
 if jst == S.Canceling or jst == S.Configuring then
   fail('STATE', string.format(MSG.job_cannot_requeue_tasks, jst))
+end
+if i then
+  -- an instance of a sweep being canceled: refused, as the requeue of the sweep itself is
+  local mst = redis.call('HGET', K.task(j .. '.' .. t), F.state)
+  if mst == S.Canceling then fail('STATE', string.format(MSG.sweep_cannot_requeue_instances, mst)) end
 end
 local ts = now()
 local out = {}

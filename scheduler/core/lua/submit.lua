@@ -33,6 +33,8 @@ for t = 1, n do
     redis.call('HSET', tk, F.nwait, nwait)
     -- entering Queued places it: the queue, or the job's waiting set while nwait > 0
     for _, s in ipairs({S.Submitted, S.Validating, S.Queued}) do enter('task', id, s, {ts = ts}) end
+    -- a sweep whose instances were all canceled one by one before submit ends now
+    if is_master(id) then master_refresh(id, ts) end
   end
 end
 job_refresh(j, ts)
