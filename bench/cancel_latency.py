@@ -22,7 +22,8 @@ import select
 import sys
 import time
 
-from bench.common import Bench, machine_note, summary_ms, wait_for
+from bench.common import Bench, machine_note, summary_ms
+from tests.support.wait import wait_until
 
 TRAP = r'''
 import os, signal, sys, time
@@ -51,7 +52,7 @@ def read_file(path: str, timeout: float = 30.0) -> str:
                 return f.read() or None
         except FileNotFoundError:
             return None
-    return wait_for(get, timeout, path, 0.002)
+    return wait_until(get, timeout, path, 0.002)
 
 
 def task_command(script: str, out: str, mode: str) -> str:
@@ -94,7 +95,7 @@ def queued_cancels(s, b: Bench, slots: int, n: int) -> None:
     for _ in range(slots):
         hold.add_task("exec sleep 100000")
     s.submit_job(hold)
-    wait_for(lambda: int(hold.refresh().record.get("c:Running", 0)) == slots, 120, "slots held", 0.05)
+    wait_until(lambda: int(hold.refresh().record.get("c:Running", 0)) == slots, 120, "slots held", 0.05)
     job = s.create_job(name="cancel-queued")
     for _ in range(n + 1):
         job.add_task("true")
@@ -140,7 +141,7 @@ def kill_at_grace(s, b: Bench, script: str, n: int, grace: float) -> None:
             bad.append(f"{tid}: process {pid} still alive {grace + 60}s after the cancel")
             continue
         task = s.get_task(tid)
-        wait_for(lambda: task.refresh().state in ("Failed", "Finished", "Canceled"), 60, f"{tid} end", 0.01)
+        wait_until(lambda: task.refresh().state in ("Failed", "Finished", "Canceled"), 60, f"{tid} end", 0.01)
         term = float(read_file(os.path.join(out, tid + ".term"), 5))
         gone.append(t_gone - t0 - grace)
         ended.append(float(task.record["end_time"]) - t0 - grace)

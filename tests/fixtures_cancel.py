@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fixtures_core import running_cluster, wait_until
+from tests.support import processes, running_cluster, wait_until
 
 #: The cluster's cancel grace period (setting HPCQ_TASK_CANCEL_GRACE_PERIOD), in seconds.
 GRACE = 3.0
@@ -125,12 +125,8 @@ setsid sh -c '"$0" -c "$1" "$2" "$3" &' "$PY" {q(plain)} "$M" "$D/ready-daemon" 
 while [ ! -f "$D/gate" ]; do sleep 0.05; done""")
 
     def alive(self) -> list[psutil.Process]:
-        """Live processes whose command line carries this box's marker."""
-        found = []
-        for p in psutil.process_iter(["cmdline", "status"]):
-            if p.info["status"] != psutil.STATUS_ZOMBIE and self.marker in (p.info["cmdline"] or []):
-                found.append(p)
-        return found
+        """Live processes with this box's marker as an argument."""
+        return processes(arg=self.marker)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import inspect
 
 import pytest
 
-from helpers import hpcq
+from tests.support import hpcq
 from scheduler import InvalidInput, InvalidState, JobState, RedisUnavailable, Scheduler, TaskState
 from scheduler import cli as cli_module
 from scheduler.api import client

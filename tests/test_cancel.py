@@ -11,11 +11,11 @@ import time
 import psutil
 import pytest
 
-from fixtures_cancel import (GRACE, QUEUED_MSG, RUNNING_MSG, TASK_REFUSED, TOO_LONG, Box, box,  # noqa: F401
+from tests.fixtures_cancel import (GRACE, QUEUED_MSG, RUNNING_MSG, TASK_REFUSED, TOO_LONG, Box, box,  # noqa: F401
                              boxes, cl, job_hash, state_of, stays, submit, task_hash, wait_file,
                              wait_job, wait_state)
-from fixtures_core import running_cluster, wait_until, with_db
-from helpers import hpcq
+from tests.support import running_cluster, wait_until, with_db
+from tests.support import hpcq
 from scheduler.errors import InvalidId, InvalidInput, InvalidState, NotFound
 
 

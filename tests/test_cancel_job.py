@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from fixtures_cancel import (GRACE, JOB_REFUSED, QUEUED_MSG, RUNNING_MSG, TOO_LONG, box, boxes,  # noqa: F401
+from tests.fixtures_cancel import (GRACE, JOB_REFUSED, QUEUED_MSG, RUNNING_MSG, TOO_LONG, box, boxes,  # noqa: F401
                              cl, job_hash, state_of, stays, task_hash, wait_file, wait_job,
                              wait_state)
-from helpers import hpcq
+from tests.support import hpcq
 from scheduler.errors import InvalidId, InvalidInput, InvalidState, NotFound
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_cancel import QUEUED_MSG, RUNNING_MSG, Box, box, boxes, cl, stays, submit, task_hash, wait_file, wait_state  # noqa: F401
-from fixtures_cancel import GRACE
-from fixtures_core import free_port, running_cluster, wait_until, with_db
+from tests.fixtures_cancel import QUEUED_MSG, RUNNING_MSG, Box, box, boxes, cl, stays, submit, task_hash, wait_file, wait_state  # noqa: F401
+from tests.fixtures_cancel import GRACE
+from tests.support import free_port, running_cluster, wait_until, with_db
 
 ROOT = Path(__file__).resolve().parent.parent
 

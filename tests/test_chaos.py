@@ -11,17 +11,12 @@ time, each invariant reports it."""
 from __future__ import annotations
 
 import os
-import sys
 from collections import Counter
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from bench.chaos import Chaos, Config, EventTail, JobPlan, TaskPlan  # noqa: E402
-from netns import netns_available  # noqa: E402
+from bench.chaos import Chaos, Config, EventTail, JobPlan, TaskPlan
+from tests.support.netns import netns_available
 
 SEED = 20261125
 TASKS = 300

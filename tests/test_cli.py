@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from fixtures_core import running_cluster
-from helpers import hpcq
+from tests.support import running_cluster
+from tests.support import hpcq
 from scheduler import JobState
 
 ID_RE = re.compile(r"^[1-9]\d*(\.[1-9]\d*){0,2}$")

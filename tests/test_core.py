@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from fixtures_core import running_cluster, task_processes, wait_until
+from tests.support import running_cluster, task_processes, wait_until
 from scheduler import JobState, TaskState
 
 WORKERS = (("w1@core", 2), ("w2@core", 2))

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from fixtures_core import running_cluster, wait_until
+from tests.support import running_cluster, wait_until
 from scheduler import JobState
 
 SCHEDULERS = ("scheduler-a", "scheduler-b")

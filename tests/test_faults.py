@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 
-from fixtures_core import attempt_processes, running_cluster, task_processes, wait_until
+from tests.support import attempt_processes, running_cluster, task_processes, wait_until
 from scheduler import JobState
 
 ENV = {"HPCQ_WORKER_TIMEOUT": "3", "HPCQ_HEARTBEAT_INTERVAL": "0.5", "HPCQ_RECONCILE_GRACE": "2"}

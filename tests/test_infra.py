@@ -13,7 +13,7 @@ import psutil
 import pytest
 import redis
 
-from helpers import Proc, hpcq, no_task_processes, wait_for
+from tests.support import Proc, hpcq, no_task_processes, wait_until
 
 
 def test_redis_server_answers(redis_server):
@@ -44,12 +44,12 @@ def test_redis_url_starts_empty_2(r, redis_url):
     assert r.get("k") == "v"  # decode_responses
 
 
-def test_wait_for():
+def test_wait_until():
     t0 = time.monotonic()
     box = []
-    assert wait_for(lambda: box.append(1) or (len(box) >= 3 and "done"), 5, interval=0.01) == "done"
+    assert wait_until(lambda: box.append(1) or (len(box) >= 3 and "done"), 5, interval=0.01) == "done"
     with pytest.raises(AssertionError, match="the thing"):
-        wait_for(lambda: False, 0.2, message="the thing")
+        wait_until(lambda: False, 0.2, what="the thing")
     assert time.monotonic() - t0 < 3
 
 
@@ -71,13 +71,13 @@ def test_proc_stop_kills_the_whole_family(tmp_path):
     marker = f"infra-{uuid.uuid4().hex}"
     p = Proc([sys.executable, "-c", SPAWNER, marker], logdir=tmp_path, name="spawner")
     try:
-        wait_for(lambda: "ready" in p.log(), 20, message="spawner ready")
-        wait_for(lambda: len(no_task_processes(marker + "-sleeper")) == 3, 20, message="three sleepers")
+        wait_until(lambda: "ready" in p.log(), 20, what="spawner ready")
+        wait_until(lambda: len(no_task_processes(marker + "-sleeper")) == 3, 20, what="three sleepers")
         assert len(no_task_processes(marker)) == 4
         assert {q.pid for q in no_task_processes(marker)} <= {q.pid for q in p.family()}
         rc = p.stop(timeout=2)
         assert rc == -signal.SIGTERM
-        wait_for(lambda: not no_task_processes(marker), 10, message="sleepers gone")
+        wait_until(lambda: not no_task_processes(marker), 10, what="sleepers gone")
         assert p.family() == []
     finally:
         p.kill()
@@ -87,7 +87,7 @@ def test_proc_stop_escalates_to_sigkill(tmp_path):
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(300)"
     p = Proc([sys.executable, "-c", code], env={"FOO": "bar"}, logdir=tmp_path)
     try:
-        wait_for(lambda: "up" in p.log(), 20)
+        wait_until(lambda: "up" in p.log(), 20)
         t0 = time.monotonic()
         assert p.stop(timeout=0.5) == -signal.SIGKILL
         assert time.monotonic() - t0 < 10
@@ -98,7 +98,7 @@ def test_proc_stop_escalates_to_sigkill(tmp_path):
 def test_procs_fixture(procs):
     p = procs.start([sys.executable, "-c", "import os; print(os.environ['FOO'], flush=True); import time; time.sleep(300)"],
                     env={"FOO": "hello"})
-    wait_for(lambda: "hello" in p.log(), 20)
+    wait_until(lambda: "hello" in p.log(), 20)
     assert p.running()
     assert psutil.Process(p.pid).status() != psutil.STATUS_ZOMBIE
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from helpers import hpcq
+from tests.support import hpcq
 from scheduler import Scheduler
 from scheduler.errors import InvalidInput
 from scheduler.api.model import (MAX_ARG_STRLEN, MAX_COMMAND_BYTES, MAX_ENV_BYTES, NAME_MAX, PATH_MAX,

@@ -14,8 +14,8 @@ import psutil
 import pytest
 import redis
 
-from helpers import wait_for
-from netns import Network, netns_available, netns_list, start_redis
+from tests.support import wait_until
+from tests.support.netns import Network, netns_available, netns_list, start_redis
 
 _ok, _reason = netns_available()
 pytestmark = pytest.mark.skipif(not _ok, reason=_reason)
@@ -86,7 +86,7 @@ def test_redis_cut_heal_and_teardown(tmp_path):
 
             # Something left running in a namespace is killed by the teardown.
             leftover = b.popen(["sleep", "300"])
-            wait_for(lambda: leftover.pid in b.pids(), 5)
+            wait_until(lambda: leftover.pid in b.pids(), 5)
             leftover_ps = psutil.Process(leftover.pid)
         finally:
             redis_proc.terminate()
@@ -136,7 +136,7 @@ def test_worker_in_a_namespace_registers_and_stops(network, tmp_path):
             return None
 
         try:
-            name = wait_for(registered, 15, message="worker wA to register")
+            name = wait_until(registered, 15, what="worker wA to register")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{logpath.read_text()[-3000:]}") from None
         assert worker.pid in a.pids()  # it really runs inside host a

@@ -25,8 +25,8 @@ import psutil
 import pytest
 import redis
 
-from fixtures_core import MARKER_VAR, assert_no_leftovers, attempt_processes, new_marker, wait_until
-from netns import Network, _die_with_parent, netns_available, start_redis
+from tests.support import MARKER_VAR, assert_no_leftovers, attempt_processes, die_with_parent, new_marker, wait_until
+from tests.support.netns import Network, netns_available, start_redis
 from scheduler import JobState, Scheduler
 
 _ok, _reason = netns_available()
@@ -110,7 +110,7 @@ class PartitionCluster:
                 [sys.executable, "-m", "scheduler.cli", "scheduler"],
                 env={**os.environ, **self.env, "HPCQ_REDIS_URL": self.url},
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent)
+                start_new_session=True, preexec_fn=die_with_parent)
         for w, host in self.hosts.items():
             with open(os.path.join(self.logdir, f"{w}.log"), "ab") as log:
                 self.daemons[w] = host.popen(

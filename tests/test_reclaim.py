@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fixtures_core import running_cluster
+from tests.support import running_cluster
 from scheduler import JobState
 
 

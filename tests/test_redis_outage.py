@@ -19,8 +19,8 @@ import uuid
 import pytest
 import redis
 
-from fixtures_core import dump_logs, running_cluster, task_processes, wait_until
-from redis_server import RedisServer
+from tests.support import dump_logs, running_cluster, task_processes, wait_until
+from tests.support import RedisServer
 from scheduler.errors import RedisUnavailable
 
 END_STATES = {"Finished", "Failed", "Canceled"}

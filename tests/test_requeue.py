@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures_cancel import (NOT_RERUNNABLE, QUEUED_MSG, Box, box, boxes, cl, job_hash,  # noqa: F401
+from tests.fixtures_cancel import (NOT_RERUNNABLE, QUEUED_MSG, Box, box, boxes, cl, job_hash,  # noqa: F401
                              state_of, stays, task_hash, wait_file, wait_job, wait_state)
-from fixtures_core import wait_until
-from helpers import hpcq
+from tests.support import wait_until
+from tests.support import hpcq
 from scheduler.errors import InvalidId, InvalidState, NotFound
 
 RESULT_FIELDS = ("exit_code", "end_time", "error")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from fixtures_core import running_cluster, task_processes, wait_until
+from tests.support import running_cluster, task_processes, wait_until
 from scheduler import JobState, TaskState
 
 WORKERS = (("w1@sched", 1), ("w2@sched", 1))

@@ -27,7 +27,7 @@ from scheduler.errors import (CancelMessageTooLong, HpcqError, InvalidInput, Inv
 from scheduler.api.model import Msg, TaskSpec
 from scheduler.settings import get_settings
 from scheduler.core.store import Store
-from script_model import (RETRY_CAP, Rig, Sequence, band, check_invariants, dump_keyspace,
+from tests.script_model import (RETRY_CAP, Rig, Sequence, band, check_invariants, dump_keyspace,
                           read_all)
 
 SEED = int(os.environ.get("HPCQ_SCRIPTS_SEED", "20240611"))

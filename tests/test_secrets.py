@@ -13,10 +13,9 @@ import psutil
 import pytest
 import redis
 
-from conftest import _free_port
-from fixtures_core import wait_until
-from helpers import describe, hpcq
-from redis_server import RedisServer
+from tests.support import free_port, wait_until
+from tests.support import describe, hpcq
+from tests.support import RedisServer
 
 PW = "s3cr3t-Pw-7f4c2a"
 
@@ -139,7 +138,7 @@ def test_missing_password_one_line_exit_1(bare_url):
 
 
 def test_unreachable_port_one_line_exit_1(server):
-    dead = _free_port()    # nothing listens there
+    dead = free_port()    # nothing listens there
     url = f"redis://:{PW}@127.0.0.1:{dead}/0"
     for args in (["job", "list"], ["--redis", url, "job", "list"]):
         p = hpcq(*args, redis_url=url, timeout=60)

@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from fixtures_core import running_cluster, with_db
+from tests.support import running_cluster, with_db
 from scheduler import InvalidInput, JobState, NotFound, Scheduler, TaskState
 
 SCALE_DB = 15

@@ -16,7 +16,7 @@ import psutil
 import pytest
 import redis
 
-from fixtures_core import MARKER_VAR, assert_no_leftovers, describe, free_port, new_marker, wait_until
+from tests.support import MARKER_VAR, assert_no_leftovers, describe, free_port, new_marker, wait_until
 from scheduler import JobState, Scheduler, TaskState
 
 

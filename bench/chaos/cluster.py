@@ -16,6 +16,7 @@ import psutil
 
 from bench.chaos.config import MARKER_VAR, ROOT
 from scheduler.core import keys
+from tests.support.procs import processes
 
 if TYPE_CHECKING:
     from bench.chaos.run import Chaos
@@ -175,20 +176,7 @@ class Cluster:
                 pass
 
     def marked(self, attempts_only: bool) -> list[psutil.Process]:
-        found = []
-        me = os.getpid()
-        for p in psutil.process_iter():
-            if p.pid == me:
-                continue
-            try:
-                if p.status() == psutil.STATUS_ZOMBIE:
-                    continue
-                env = p.environ()
-            except psutil.Error:
-                continue
-            if env.get(MARKER_VAR) == self.tag and (not attempts_only or "HPCQ_ATTEMPT" in env):
-                found.append(p)
-        return found
+        return processes(env={MARKER_VAR: self.tag}, has_env=("HPCQ_ATTEMPT",) if attempts_only else ())
 
     def describe(self, procs) -> list[str]:
         """One line per process: pid, parent, age in the run, state, attempt, kernel wait

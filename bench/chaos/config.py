@@ -2,20 +2,15 @@
 cluster runs under, the task states the checks speak of, and the marker variable that tells the
 run's processes from everything else on the machine.
 
-Importing it also puts the checkout and its ``tests/`` directory on the import path: the chaos
-runs from a checkout and uses the test suite's ``netns.py`` and ``redis_server.py``, so every
-module of the package that needs those imports this one first."""
+The chaos runs from a checkout (``python -m bench.chaos`` from its root) and uses the test
+suite's ``tests.support.netns`` and ``tests.support.redis_server``."""
 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-for _path in (ROOT, os.path.join(ROOT, "tests")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
 
 MARKER_VAR = "HPCQ_CHAOS_MARKER"
 TASK_STATES = ("Configuring", "Submitted", "Validating", "Queued", "Dispatching", "Running",

@@ -23,9 +23,9 @@ from bench.chaos.events import EventTail
 from bench.chaos.plan import JobPlan, Timeline, plan_jobs
 from bench.chaos.record import Record
 from bench.chaos.report import Report
-from netns import Network, netns_available
-from redis_server import RedisServer
 from scheduler import Scheduler
+from tests.support.netns import Network, netns_available
+from tests.support.redis_server import RedisServer
 
 
 class Chaos(Timeline, Cluster, Drive, Record, Checks, Report):
