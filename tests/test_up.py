@@ -63,6 +63,17 @@ class Up:
             self.proc.wait(10)
 
 
+def cmdlines(procs) -> list[str]:
+    """Command lines of the processes still there (one may exit while we look)."""
+    out = []
+    for p in procs:
+        try:
+            out.append(" ".join(p.cmdline()))
+        except psutil.Error:
+            pass
+    return out
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_up_runs_a_job_and_stops_leaving_nothing(sig, tmp_path):
     marker = new_marker()
@@ -91,6 +102,8 @@ def test_up_runs_a_job_and_stops_leaving_nothing(sig, tmp_path):
         sleeper = busy.add_task(command="sleep 300")
         s.submit_job(busy)
         wait_until(lambda: sleeper.refresh().state == TaskState.Running, 30, "the sleep to run")
+        # Running is recorded just before the command is spawned: wait for the process itself
+        wait_until(lambda: "sleep 300" in " ".join(cmdlines(up.tree())), 30, "the sleep process")
 
         tree = up.tree()
         names = " ".join(" ".join(p.cmdline()) for p in tree)
