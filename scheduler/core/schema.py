@@ -219,7 +219,7 @@ class Msg:
     stopped_by_job_failure = "Canceled by the scheduler because task {} failed and the job fails on task failure."
     exit_code = "The task exited with code {}."
     killed = "The task was killed by signal {}."
-    worker_lost = "Node {} became unreachable while the task ran."
+    worker_lost = "Node {} became unreachable."
     worker_stopped = "The worker {} was stopped while the task ran."
     never_started = "The task was sent to {} but never started there; it was queued again."
     supervisor_died = "The process supervising the task on {} died ({})."
