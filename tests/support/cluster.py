@@ -20,7 +20,7 @@ import psutil
 import redis
 
 from scheduler import Scheduler
-from tests.support.procs import assert_gone, descendants, processes
+from tests.support.procs import assert_gone, descendants, die_with_parent, processes
 from tests.support.wait import wait_until
 
 MARKER_VAR = "HPCQ_TEST_MARKER"
@@ -89,8 +89,10 @@ class Cluster:
 
     def spawn(self, key: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
         log = open(os.path.join(self.logdir, f"{key}.log"), "ab")
+        # dies with the test session even if it is killed before its teardown
         p = subprocess.Popen(argv, env=dict(self.env, **(env or {})), stdout=log,
-                             stderr=subprocess.STDOUT, start_new_session=True)
+                             stderr=subprocess.STDOUT, start_new_session=True,
+                             preexec_fn=die_with_parent)
         self.procs[key] = p
         return p
 

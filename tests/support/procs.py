@@ -69,7 +69,7 @@ class Proc:
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(self.argv, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL,
                                           stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True)
+                                          start_new_session=True, preexec_fn=die_with_parent)
         self.pid = self.popen.pid
         self._seen: dict[int, psutil.Process] = {}
         self._created = None
