@@ -15,6 +15,4 @@ cancel_all(j, ts, {qmsg = qmsg, rmsg = rmsg, force = force == '1', grace = grace
                    graceful = graceful == '1'}, '', out)
 job_refresh(j, ts)
 wakeup()
-local res = {redis.call('HGET', jk, F.state)}
-for _, x in ipairs(out) do table.insert(res, x) end
-return res
+return reply(jk, out)

@@ -28,6 +28,4 @@ else
 end
 if mode == 'requeue' then redis.call('HSET', tk, 'cancel_requeue', '1') end
 wakeup()
-local res = {redis.call('HGET', tk, F.state)}
-for _, x in ipairs(out) do table.insert(res, x) end
-return res
+return reply(tk, out)

@@ -45,7 +45,7 @@ while #out < want * 3 do
     local token = string.format('%d%06d', redis.call('INCR', K.ATTEMPT), tonumber(redis.call('TIME')[2]))
     local cid = celery_id(unit, token)
     redis.call('HSET', K.task(unit), F.token, token, F.celery_id, cid, F.node, w, 'dispatch_time', ts)
-    enter('task', unit, S.Dispatching, {ts = ts, node = w})
+    enter('task', unit, S.Dispatching, {ts = ts, node = w, from = S.Queued})
     table.insert(out, unit)
     table.insert(out, token)
     table.insert(out, cid)

@@ -408,6 +408,20 @@ local function requeue_master(m, ts)
   return n
 end
 
+-- HPC Pack's requeue of a running task: canceled now, queued again once its processes are gone
+-- (end_attempt sees the mark).
+local function requeue_running(id, ts, rmsg, out)
+  cancel_unit(id, ts, {qmsg = '', rmsg = rmsg}, out)
+  redis.call('HSET', K.task(id), 'cancel_requeue', '1')
+end
+
+-- The reply of a cancel or requeue: the state after, then the revokes to publish.
+local function reply(key, out)
+  local res = {redis.call('HGET', key, F.state)}
+  for _, x in ipairs(out) do table.insert(res, x) end
+  return res
+end
+
 -- === attempts ================================================================================
 -- The end of one attempt, token-checked: the worker's result ('exit'), or the attempt was lost
 -- ('lost': its worker, its supervising process or its record is gone, or it was stopped by a
@@ -435,7 +449,7 @@ local function end_attempt(id, token, outcome, exit_code, err, output, cpu_user,
   local ts = now()
   if st == S.Dispatching and outcome == O.exit then
     -- it ran, but its start was lost with Redis' last writes: record the start first
-    enter('task', id, S.Running, {ts = ts})
+    enter('task', id, S.Running, {ts = ts, from = S.Dispatching})
     st = S.Running
   end
   local to, msg, requeue = S.Failed, err, v[4] == '1'
@@ -467,7 +481,7 @@ local function end_attempt(id, token, outcome, exit_code, err, output, cpu_user,
   if to == S.Queued then
     redis.call('HSET', tk, 'last_error', msg)
     -- a rerun counts; an attempt that never started was not run, so it does not
-    enter('task', id, S.Queued, {ts = ts, count = st ~= S.Dispatching and 'auto_requeue_count' or nil})
+    enter('task', id, S.Queued, {ts = ts, from = st, count = st ~= S.Dispatching and 'auto_requeue_count' or nil})
     job_refresh(j, ts)
   elseif to == S.Failed and requeue then
     -- a requeue waited on this stop: straight back to the queue (a job cancel drops the wait)
@@ -484,7 +498,7 @@ local function end_attempt(id, token, outcome, exit_code, err, output, cpu_user,
       redis.call('HSET', K.job(j), 'error', string.format(MSG.job_failed_on_task, id))
       enter('job', j, S.Failed, {ts = ts})
     end
-    enter('task', id, to, {ts = ts})
+    enter('task', id, to, {ts = ts, from = st})
     if fails_job then
       local stop = string.format(MSG.stopped_by_job_failure, id)
       local o = {qmsg = stop, rmsg = stop}

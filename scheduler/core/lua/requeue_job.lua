@@ -24,12 +24,9 @@ for t = 1, num(redis.call('HGET', jk, 'ntasks')) do
   elseif tst == S.Failed or tst == S.Canceled then
     enter('task', id, S.Queued, {ts = ts, count = 'requeue_count'})
   elseif tst == S.Running or tst == S.Canceling then
-    cancel_unit(id, ts, {qmsg = '', rmsg = rmsg}, out)
-    redis.call('HSET', K.task(id), 'cancel_requeue', '1')
+    requeue_running(id, ts, rmsg, out)
   end
 end
 job_refresh(j, ts)
 wakeup()
-local res = {redis.call('HGET', jk, F.state)}
-for _, x in ipairs(out) do table.insert(res, x) end
-return res
+return reply(jk, out)

@@ -35,14 +35,11 @@ local out = {}
 if master then
   if requeue_master(id, ts) > 0 then job_reopen(j, ts) end
 elseif st == S.Running or st == S.Canceling then
-  cancel_unit(id, ts, {qmsg = '', rmsg = rmsg}, out)
-  redis.call('HSET', tk, 'cancel_requeue', '1')
+  requeue_running(id, ts, rmsg, out)
 elseif st == S.Failed or st == S.Canceled then
   job_reopen(j, ts)
   enter('task', id, S.Queued, {ts = ts, count = 'requeue_count'})
 end
 job_refresh(j, ts)
 wakeup()
-local res = {redis.call('HGET', tk, F.state)}
-for _, x in ipairs(out) do table.insert(res, x) end
-return res
+return reply(tk, out)

@@ -11,7 +11,7 @@ local again = v[1] == S.Running and v[2] == token and v[3] == pid
 if v[2] ~= token or (v[1] ~= S.Dispatching and not again) then return {'no', v[1]} end
 if not again then
   local ts = now()
-  enter('task', id, S.Running, {ts = ts})
+  enter('task', id, S.Running, {ts = ts, from = S.Dispatching})
   redis.call('HSET', tk, 'start_time', ts, 'worker_pid', pid)
   redis.call('HDEL', tk, 'end_time', 'exit_code', 'error', 'output')
 end
