@@ -8,6 +8,9 @@ class HpcqError(Exception):
 
     exit_code = 1
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
 
 class NotFound(HpcqError):
     """The job or task id is well formed but does not exist."""

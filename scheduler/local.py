@@ -212,6 +212,8 @@ class LocalCluster:
         """The URL goes in the child's environment only (``ps`` shows argvs); a password from a
         file stays there: the child reads the file too (HPCQ_REDIS_PASSWORD_FILE is inherited)."""
         env = dict(os.environ, HPCQ_REDIS_URL=url, PYTHONUNBUFFERED="1")
+        # the local cluster's task output lives with the rest of its state
+        env.setdefault("HPCQ_SPOOL_DIR", os.path.join(self.state_dir, "spool"))
         argv = [sys.executable, "-m", "scheduler.cli", *args]
         return Child(name, argv, os.path.join(self.log_dir, f"{name.split('@')[0]}.log"), env)
 

@@ -37,8 +37,10 @@ class Settings:
     lease_ttl: float = field(default_factory=lambda: _env("lease_ttl", 5.0, float))
     #: Longest the dispatcher sleeps when nothing wakes it.
     dispatch_idle: float = field(default_factory=lambda: _env("dispatch_idle", 0.5, float))
-    #: Bytes of combined stdout+stderr kept as a task's output.
-    output_limit: int = field(default_factory=lambda: _env("output_limit", 4096, int))
+    #: Bytes of a task's output (what it does not write to files of its own) kept in Redis:
+    #: the first and the last half, with a "[... 12.9 MB cut ...]" marker between them.  The
+    #: whole output stays in the worker's spool (``hpcq task output``).
+    output_limit: int = field(default_factory=lambda: _env("output_limit", 16384, int))
     #: Seconds a Redis call may take before the connection counts as lost (a cut link otherwise
     #: hangs a call for minutes of TCP retransmissions).
     redis_timeout: float = field(default_factory=lambda: _env("redis_timeout", 5.0, float))
@@ -59,6 +61,9 @@ class Settings:
     run_dir: str = field(default_factory=lambda: _env(
         "run_dir", os.path.join(os.environ["XDG_RUNTIME_DIR"], "hpcq-run") if os.environ.get(
             "XDG_RUNTIME_DIR") else f"/tmp/hpcq-run-{os.getuid()}"))
+    #: Where a worker keeps each attempt's whole output (``hpcq task output`` reads it there).
+    spool_dir: str = field(default_factory=lambda: _env("spool_dir", os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "hpcq", "spool")))
     #: Where ``hpcq up`` keeps its embedded Redis data.
     state_dir: str = field(default_factory=lambda: _env(
         "state_dir", os.path.join(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "hpcq")))

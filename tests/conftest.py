@@ -21,6 +21,18 @@ from tests.support.procs import Procs
 from tests.support.redis_server import RedisServer
 
 
+@pytest.fixture(scope="session", autouse=True)
+def spool_dir(tmp_path_factory):
+    """Task output spools of every worker the session starts, kept out of the user's home."""
+    old = os.environ.get("HPCQ_SPOOL_DIR")
+    os.environ["HPCQ_SPOOL_DIR"] = str(tmp_path_factory.mktemp("spool"))
+    yield os.environ["HPCQ_SPOOL_DIR"]
+    if old is None:
+        os.environ.pop("HPCQ_SPOOL_DIR", None)
+    else:
+        os.environ["HPCQ_SPOOL_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A real redis-server for the whole session; yields ``redis://127.0.0.1:PORT/0``."""

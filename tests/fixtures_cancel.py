@@ -24,8 +24,15 @@ from tests.support import processes, running_cluster, wait_until
 #: The cluster's cancel grace period (setting HPCQ_TASK_CANCEL_GRACE_PERIOD), in seconds.
 GRACE = 3.0
 
-RUNNING_MSG = "The task has been canceled by the user during execution. Message: {}"
-QUEUED_MSG = "Canceled by user. Message: {}"
+class _CancelText(str):
+    """HPC Pack's cancel text: ``.format(m)`` adds " Message: m", or nothing when m is empty."""
+
+    def format(self, message=""):
+        return f"{self} Message: {message}" if message else str(self)
+
+
+RUNNING_MSG = _CancelText("The task has been canceled by the user during execution.")
+QUEUED_MSG = _CancelText("Canceled by user.")
 TASK_REFUSED = "Tasks in the {} state cannot be canceled."
 JOB_REFUSED = "Jobs in the {} state cannot be canceled."
 TOO_LONG = "Cancel message should not contain more than 128 characters."

@@ -77,7 +77,7 @@ return cjson.encode(out)
 """
 #: The hash fields the checker (and the sequence's choices) read.
 FIELDS = ("state", "node", "token", "nwait", "total", "next", "cut", "pre", "ntasks",
-          "fail_on_task_failure", "slots", "worker_pid", "rerunnable", "priority")
+          "fail_on_task_failure", "slots", "worker_pid", "rerunnable", "priority", "failed_sweeps")
 
 
 def _pairs(flat):
@@ -290,6 +290,14 @@ def _check_job(snap, j, jh, queue, on_sets, seen_units, instances) -> list[str]:
                                  instances.get(tid, {}))
         else:
             bad += _check_plain(tid, t, th, queue, waiting, on_sets)
+    marked = [t for t, th in tasks.items() if th.get("failed_sweeps") == "1"]
+    if _i(jh.get("failed_sweeps")) != len(marked):
+        bad.append(f"job {j}: failed_sweeps={jh.get('failed_sweeps')} but {len(marked)} sweep(s) are marked")
+    for t in marked:
+        th = tasks[t]
+        if th.get("state") != "Canceled" or not _i(th.get("i:Failed")):
+            bad.append(f"sweep {j}.{t} is marked failed_sweeps but is {th.get('state')} with "
+                       f"i:Failed={th.get('i:Failed')}")
     bad += _check_job_state(j, jh, recount)
     return bad
 
@@ -450,6 +458,8 @@ def _check_job_state(j, jh, c) -> list[str]:
     busy = sum(c[s] for s in BUSY)
     fotf = jh.get("fail_on_task_failure") == "1"
     n = sum(c.values())
+    # sweeps canceled while instances ran count against the job as Failed tasks do
+    failed = c["Failed"] + _i(jh.get("failed_sweeps"))
     why = None
     if st == "Configuring":
         if c["Configuring"] + c["Canceled"] != n:
@@ -465,12 +475,12 @@ def _check_job_state(j, jh, c) -> list[str]:
         if pending + busy == 0:
             why = "a Running job has something left to run"
     elif st == "Finished":
-        if pending + busy or c["Failed"]:
-            why = "a Finished job has nothing left to run and no Failed task"
+        if pending + busy or failed:
+            why = "a Finished job has nothing left to run and no Failed task (or failed sweep)"
     elif st == "Failed":
         if pending or c["Dispatching"] or c["Running"]:
             why = "a Failed job has nothing queued or running (at most tasks still Canceling)"
-        elif not fotf and (busy or not c["Failed"]):
+        elif not fotf and (busy or not failed):
             why = "a Failed job (not fail_on_task_failure) has no busy task and a Failed one"
     elif st == "Canceling":
         if pending or not busy:

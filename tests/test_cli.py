@@ -154,7 +154,9 @@ def test_unknown_ids_exit_1(url):
                           exact="error: task 9.9 does not exist")
     assert_one_line_error(hpcq("job", "view", "999", redis_url=url), 1,
                           exact="error: job 999 does not exist")
-    assert_one_line_error(hpcq("job", "wait", "999", redis_url=url), 1, contains="999")
+    # job wait: 2, as a bad id, since 1 means the job ended Failed or Canceled (issue 12)
+    assert_one_line_error(hpcq("job", "wait", "999", redis_url=url), 2,
+                          exact="error: job 999 does not exist")
     assert_one_line_error(hpcq("job", "submit", "999", redis_url=url), 1, contains="999")
     assert_one_line_error(hpcq("job", "add", "999", "--", "true", redis_url=url), 1, contains="999")
     assert_one_line_error(hpcq("job", "listtasks", "999", redis_url=url), 1, contains="999")

@@ -79,7 +79,7 @@ def test_lone_surrogate_refused_in_env_depends_and_job_name():
 
 def test_non_ascii_text_is_fine():
     t = TaskSpec("echo héllo ✓", name="é", env={"NOM": "café"}, work_dir="/tmp/ü", stdout="ö.txt")
-    assert t.command == "echo héllo ✓" and t.env == {"NOM": "café"} and t.stdout == "ö.txt"
+    assert t.command == "echo héllo ✓" and t.env == {"NOM": "café"} and t.stdout == "/tmp/ü/ö.txt"
 
 
 # -- environment ------------------------------------------------------------------------------
@@ -233,8 +233,8 @@ def test_path_after_sweep_substitution():
 def test_path_types():
     import pathlib
     t = TaskSpec("echo", work_dir=pathlib.Path("/tmp/w"), stdout=pathlib.Path("o.txt"), stdin=b"/tmp/i")
-    assert (t.work_dir, t.stdout, t.stdin) == ("/tmp/w", "o.txt", "/tmp/i")
-    assert t.to_record()["stdout"] == "o.txt"
+    assert (t.work_dir, t.stdout, t.stdin) == ("/tmp/w", "/tmp/w/o.txt", "/tmp/i")
+    assert t.to_record()["stdout"] == "/tmp/w/o.txt"
     assert refused("echo", stdout=3) == "stdout must be a path, not 3"
 
 

@@ -94,7 +94,8 @@ def test_task_spec_relative_work_dir_becomes_absolute():
     assert os.path.isabs(t.work_dir)
     assert t.work_dir == os.path.join(os.getcwd(), "sub", "dir")
     assert TaskSpec("echo", work_dir="/tmp/x").work_dir == "/tmp/x"
-    assert TaskSpec("echo").work_dir is None
+    # no work_dir: the directory the task is added from (issue 12), as Slurm does
+    assert TaskSpec("echo").work_dir == os.getcwd()
 
 
 def test_task_spec_env():
@@ -118,7 +119,7 @@ def test_task_spec_record():
     assert json.loads(rec["env"]) == {"A": "1"}
     assert rec["depends_on"] == "x,y" and rec["runtime"] == "5" and rec["rerunnable"] == "0"
     assert rec["stdout"] == "/tmp/o"
-    assert "stdin" not in rec and "work_dir" not in rec and "start" not in rec
+    assert "stdin" not in rec and rec["work_dir"] == os.getcwd() and "start" not in rec
     assert all(isinstance(v, str) for v in rec.values())
 
 

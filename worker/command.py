@@ -7,12 +7,12 @@ import json
 import os
 import signal
 import subprocess
-import tempfile
 from contextlib import ExitStack
 from urllib.parse import urlsplit
 
 from scheduler.core import sweep
 
+from .output import open_spool
 from .registry import identity
 from .supervisor import ATTEMPT_VAR, WORKER_VAR, die_with_parent
 
@@ -45,8 +45,10 @@ def _die_with_supervisor() -> None:
 
 
 def spawn(spec: dict, task_id: str, value: str, worker: str, celery_id: str, redis_url: str,
-          script_path: str, files: ExitStack):
-    """Start the command in a session of its own; returns (Popen, capture file or None)."""
+          script_path: str, files: ExitStack, spool: tuple[str, str]):
+    """Start the command in a session of its own; returns (Popen, spool file or None, its
+    path or None).  ``spool`` is (spool dir, attempt token): what the command does not write
+    to files of its own goes to this attempt's spool file (``output.py``)."""
     v = int(value) if value else None
 
     def sub(field):
@@ -70,7 +72,11 @@ def spawn(spec: dict, task_id: str, value: str, worker: str, celery_id: str, red
     stdin = open_file(files, "stdin", sub("stdin"), wd, "rb") if spec.get("stdin") else subprocess.DEVNULL
     out = None
     if not spec.get("stdout") or not spec.get("stderr"):
-        out = files.enter_context(tempfile.TemporaryFile())
+        try:
+            out = files.enter_context(open_spool(*spool[:1], task_id, spool[1]))
+        except OSError as exc:
+            raise StartError(f"The task could not start: its output spool in {spool[0]}: "
+                             f"{exc.strerror or exc}") from None
     stdout = open_file(files, "stdout", sub("stdout"), wd, "wb") if spec.get("stdout") else out
     stderr = open_file(files, "stderr", sub("stderr"), wd, "wb") if spec.get("stderr") else (
         subprocess.STDOUT if stdout is out else out)
@@ -82,8 +88,10 @@ def spawn(spec: dict, task_id: str, value: str, worker: str, celery_id: str, red
         raise StartError(f"The task could not start: {exc.strerror or exc}") from None
     except (ValueError, TypeError) as exc:
         raise StartError(f"The task could not start: {exc}") from None
-    # keep the capture file open past the ExitStack
-    return proc, (os.fdopen(os.dup(out.fileno()), "rb") if out is not None else None)
+    # keep the spool file open past the ExitStack
+    if out is None:
+        return proc, None, None
+    return proc, os.fdopen(os.dup(out.fileno()), "rb"), out.name
 
 
 def check_dir(wd: str) -> None:

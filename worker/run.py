@@ -25,6 +25,7 @@ from scheduler.transport import RUN_TASK, publish_revokes
 from . import supervisor
 from .app import app, registry, store
 from .command import StartError, spawn
+from .output import excerpt
 
 log = logging.getLogger("hpcq.worker")
 
@@ -107,11 +108,12 @@ class Attempt:
             proc = out = None
             try:
                 with ExitStack() as files:
-                    proc, out = spawn(spec, self.task_id, value, self.worker, cid,
-                                      self.settings.redis_url, self.registry.path(cid, ".sh"), files)
+                    proc, out, spool = spawn(spec, self.task_id, value, self.worker, cid,
+                                             self.settings.redis_url, self.registry.path(cid, ".sh"),
+                                             files, (self.settings.spool_dir, self.token))
             except StartError as exc:
                 return self.finish("exit", None, str(exc), "", None)
-            return self.supervise(proc, out, spec)
+            return self.supervise(proc, out, spool, spec)
         except (TaskFailed, Ignore):
             raise
         except Exception as exc:
@@ -124,11 +126,11 @@ class Attempt:
             if os.getppid() != self.parent:
                 os._exit(1)     # the worker's main process is gone: this pool process goes too
 
-    def supervise(self, proc, out, spec: dict):
-        why, status, rusage = self.watch(proc.pid, float(spec.get("runtime") or 0))
+    def supervise(self, proc, out, spool, spec: dict):
+        why, status, rusage = self.watch(proc.pid, float(spec.get("runtime") or 0), spool)
         return self.conclude(why, status, rusage, out)
 
-    def watch(self, pid: int, runtime: float):
+    def watch(self, pid: int, runtime: float, spool: str | None = None):
         """Wait for the command; whenever signaled and every poll interval ask ``check`` whether
         to stop it (and stop it at its runtime limit); the ``Stopper`` does the stopping.  Returns
         why it was stopped ("cancel", "shutdown", "fence", or "exited": it ended by itself), its
@@ -144,7 +146,8 @@ class Attempt:
         if self.term:
             w.nudge()
         try:
-            self.store.set_fields(self.task_id, pid=pid)
+            # where `hpcq task output` finds (and follows) this attempt's whole output
+            self.store.set_fields(self.task_id, pid=pid, spool=spool or "")
         except RedisUnavailable:
             pass
         try:
@@ -186,8 +189,7 @@ class Attempt:
         code, error = _describe(status)
         output = ""
         if out is not None:
-            out.seek(0)
-            output = out.read(self.settings.output_limit).decode("utf-8", "replace")
+            output = excerpt(out, self.settings.output_limit)
             out.close()
         usage = (rusage.ru_utime, rusage.ru_stime, rusage.ru_maxrss * 1024)
         if why == "shutdown":

@@ -19,6 +19,8 @@ from scheduler.core.ids import TaskId, parse_job_id
 from scheduler.core.schema import cancel_texts
 from scheduler.api.model import (MAX_CANCEL_MESSAGE, JobSpec, Msg, Priority, TaskSpec, check_cancel_message,
                     resolve_dependencies)
+from scheduler.api.nodes import Node, get_node, node_list
+from scheduler.api.reasons import job_reason, task_reason
 from scheduler.api.records import JobView, TaskView, instance_record
 from scheduler.settings import Settings, get_settings, mask_url
 from scheduler.core.states import JOB_END, TASK_END, JobState, TaskState
@@ -135,6 +137,9 @@ class Scheduler:
         self.settings = settings
         self._celery = None
 
+    def __repr__(self) -> str:
+        return f"<Scheduler {mask_url(self.settings.redis_url)}>"
+
     @classmethod
     def connect(cls, url: str | None = None, **settings) -> "Scheduler":
         """Connect and PING; errors name the URL with its password masked."""
@@ -228,7 +233,7 @@ class Scheduler:
 
     def get_job(self, job_id) -> "Job":
         job_id = parse_job_id(job_id)
-        return Job(self, job_id, self.store.job(job_id))
+        return Job(self, job_id, self.store.job(job_id), explain=True)
 
     def get_job_list(self, state=None, owner: str | None = None) -> list["Job"]:
         """Jobs, oldest first; ``state`` one state or several, ``owner`` a user name."""
@@ -263,7 +268,7 @@ class Scheduler:
     # --- tasks ----------------------------------------------------------------------------
     def get_task(self, task_id) -> "Task":
         tid = TaskId.parse(task_id)
-        return Task(self, tid, self._task_record(tid))
+        return Task(self, tid, self._task_record(tid), explain=True)
 
     def _task_record(self, tid: TaskId) -> dict:
         if not tid.instance:
@@ -297,6 +302,13 @@ class Scheduler:
             self._wait(lambda: self.get_task(tid).state != TaskState.Canceling,
                        self._cancel_timeout(timeout, None), f"task {tid} to be requeued")
         return self.get_task(tid)
+
+    # --- nodes (scheduler/api/nodes.py) ----------------------------------------------------
+    def get_node_list(self) -> list[Node]:
+        return node_list(self.store, self.settings.worker_timeout)
+
+    def get_node(self, name: str) -> Node:
+        return get_node(self.store, self.settings.worker_timeout, name)
 
     # --- helpers --------------------------------------------------------------------------
     def _wait_requeued(self, revokes, timeout) -> None:
@@ -332,9 +344,11 @@ class Scheduler:
 class Job(JobView):
     """ISchedulerJob: a job's properties and the operations on it."""
 
-    def __init__(self, scheduler: Scheduler, job_id: int, record: dict):
+    reason = property(lambda self: job_reason(self.scheduler, self), doc="Why it waits, or None.")
+
+    def __init__(self, scheduler: Scheduler, job_id: int, record: dict, explain: bool = False):
         super().__init__(job_id, record)
-        self.scheduler = scheduler
+        self.scheduler, self.explain = scheduler, explain
 
     def refresh(self) -> "Job":
         self.record = self.scheduler.store.job(self.id)
@@ -351,7 +365,8 @@ class Job(JobView):
     def get_task(self, task_id) -> "Task":
         tid = TaskId.parse(task_id if "." in str(task_id) else f"{self.id}.{task_id}")
         if tid.job != self.id:
-            raise NotFound(f"task {tid} is not a task of job {self.id}")
+            raise NotFound(f"task {tid} belongs to job {tid.job}, not to job {self.id} "
+                           f"(Scheduler.get_task({str(tid)!r}) reads it)")
         return self.scheduler.get_task(tid)
 
     def get_task_id_list(self, expand: bool = False) -> list[str]:
@@ -406,9 +421,11 @@ class Job(JobView):
 class Task(TaskView):
     """ISchedulerTask: a task, a sweep master or one sweep instance."""
 
-    def __init__(self, scheduler: Scheduler, task_id: TaskId, record: dict):
+    reason = property(lambda self: task_reason(self.scheduler, self), doc="Why it waits, or None.")
+
+    def __init__(self, scheduler: Scheduler, task_id: TaskId, record: dict, explain: bool = False):
         super().__init__(task_id, record)
-        self.scheduler = scheduler
+        self.scheduler, self.explain = scheduler, explain
 
     def refresh(self) -> "Task":
         self.record = self.scheduler._task_record(self.id)

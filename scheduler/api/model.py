@@ -125,6 +125,23 @@ def _path_limits(path: str, what: str) -> None:
                            f"the limit for one file name is {NAME_MAX} (NAME_MAX)")
 
 
+#: Variables never carried from a submitter's environment into a task (``--export-env``):
+#: hpcq's own settings (the Redis URL and its password among them) and Celery's broker URLs.
+NOT_EXPORTED_PREFIXES = ("HPCQ_",)
+NOT_EXPORTED = frozenset({"CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"})
+
+
+def submitter_environment(environ=None, secrets=()) -> dict[str, str]:
+    """The submitter's environment as ``--export-env`` carries it to a task (Slurm's
+    ``--export=ALL``): everything but hpcq's own ``HPCQ_*`` settings, Celery's broker URLs and
+    any variable whose value holds one of ``secrets`` (the Redis URL, its password)."""
+    environ = os.environ if environ is None else environ
+    secrets = [s for s in secrets if s]
+    return {k: v for k, v in environ.items()
+            if not k.startswith(NOT_EXPORTED_PREFIXES) and k not in NOT_EXPORTED
+            and not any(secret in v for secret in secrets)}
+
+
 def check_cancel_message(message: str | None) -> str:
     message = "" if message is None else str(message)
     if len(message) > MAX_CANCEL_MESSAGE:
@@ -227,29 +244,38 @@ class TaskSpec:
         return [start] if last == start else [start, last]
 
     def _check_paths(self) -> None:
-        """work_dir, stdin, stdout and stderr: what exec and open() would refuse on any host.
-        Whether the work dir exists depends on the worker's host and is not checked here."""
+        """work_dir, stdin, stdout and stderr as the worker will use them, made absolute here
+        (as Slurm does): work_dir defaults to the directory the task is added from, and relative
+        paths are resolved against the submitter's current directory (work_dir) and against
+        work_dir (the files), so that where a task runs and writes never depends on where a
+        worker or ``hpcq up`` was started.  What exec and open() would refuse on any host is
+        refused now; whether the directory exists depends on the worker's host and is not
+        checked here."""
         self.work_dir = _path(self.work_dir, "work_dir")
-        if self.work_dir is not None:
-            if not os.path.isabs(self.work_dir):
+        try:
+            if self.work_dir is None:
+                self.work_dir = os.getcwd()
+            elif not os.path.isabs(self.work_dir):
                 self.work_dir = os.path.abspath(self.work_dir)
-            _path_limits(self.work_dir, "work_dir")
+        except FileNotFoundError:
+            raise InvalidInput("the current directory no longer exists: give the task a work_dir") from None
+        _path_limits(self.work_dir, "work_dir")
         for field_name in ("stdin", "stdout", "stderr"):
             path = _path(getattr(self, field_name), field_name)
-            setattr(self, field_name, path)
             if path is None:
                 continue
             if os.path.basename(path) in ("", ".", ".."):
                 raise InvalidInput(f"{field_name} {_show(path)} names a directory, not a file")
-            forms = [(path, "")]
+            joined = "" if os.path.isabs(path) else "joined to work_dir"
+            path = os.path.join(self.work_dir, path)
+            setattr(self, field_name, path)
+            forms = [(path, joined)]
             if self.sweep and "*" in path:
-                forms += [(sweep.substitute(path, v), f"after sweep substitution of {v}")
+                forms += [(sweep.substitute(path, v),
+                           ", ".join(filter(None, [joined, f"after sweep substitution of {v}"])))
                           for v in self._sweep_extremes()]
             for text, how in forms:
                 _path_limits(text, f"{field_name} ({how})" if how else field_name)
-                if self.work_dir is not None and not os.path.isabs(text):  # as the worker opens it
-                    how = ", ".join(filter(None, ["joined to work_dir", how]))
-                    _path_limits(os.path.join(self.work_dir, text), f"{field_name} ({how})")
 
     def _check_substituted_command(self, size: int) -> None:
         stars = self.command.count("*")

@@ -44,6 +44,12 @@ def instance_record(master: dict, tid: TaskId, rec: dict | None) -> dict:
 
 
 class JobView:
+    #: Why it waits (scheduler/api/reasons.py): the cluster must be read, so a record alone
+    #: cannot tell; client.Job answers.  ``to_dict()`` has it as "reason" when ``explain`` is
+    #: set: on a job fetched by itself (``get_job``), not on listed ones (round trips a row).
+    reason: str | None = None
+    explain = False
+
     def __init__(self, job_id: int, record: dict):
         self.id = job_id
         self.record = record
@@ -62,6 +68,13 @@ class JobView:
     requeue_count = property(lambda self: int(self.record.get("requeue_count") or 0))
     task_count = property(lambda self: int(self.record.get("ntasks") or 0))
 
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        name = f" {self.name!r}" if self.name else ""
+        return (f"<{type(self).__name__} {self.id}{name} {self.state.value}, "
+                f"{self.task_count} task{'s' if self.task_count != 1 else ''}"
+                f"{': ' + counts if counts else ''}>")
+
     @property
     def counts(self) -> dict[str, int]:
         """Tasks (sweep masters counted once) per state."""
@@ -76,16 +89,35 @@ class JobView:
             "create_time": self.create_time, "submit_time": self.submit_time,
             "start_time": self.start_time, "end_time": self.end_time,
             "requeue_count": self.requeue_count, "task_count": self.task_count,
-            "counts": self.counts,
+            "counts": self.counts, **({"reason": self.reason} if self.explain else {}),
         }
 
 
 class TaskView:
     """A task, a sweep master, or one sweep instance (whose spec comes from its master)."""
 
+    #: As JobView's: client.Task answers, "reason" in ``to_dict()`` of one fetched by ``get_task``.
+    reason: str | None = None
+    explain = False
+
     def __init__(self, task_id: TaskId, record: dict):
         self.id = task_id
         self.record = record
+
+    def __repr__(self) -> str:
+        parts = [f"{type(self).__name__} {self.id}"]
+        if self.name:
+            parts.append(repr(self.name))
+        parts.append(self.state.value)
+        if self.is_sweep:
+            parts.append(f"sweep of {self.instances}")
+        if self.exit_code is not None:
+            parts.append(f"exit {self.exit_code}")
+        if self.node:
+            parts.append(f"on {self.node}")
+        command = self.command or ""
+        parts.append(repr(command if len(command) <= 40 else command[:37] + "..."))
+        return "<" + " ".join(parts) + ">"
 
     @property
     def _spec(self) -> dict:
@@ -123,6 +155,8 @@ class TaskView:
     end_time = property(lambda self: _f(self.record.get("end_time")))
     node = property(lambda self: self.record.get("node"))
     pid = property(lambda self: _i(self.record.get("pid")))
+    #: The last attempt's spool file (its whole output) on its node's file system.
+    spool = property(lambda self: self.record.get("spool") or None)
     cpu_user = property(lambda self: _f(self.record.get("cpu_user")))
     cpu_kernel = property(lambda self: _f(self.record.get("cpu_sys")))
     peak_memory = property(lambda self: _i(self.record.get("max_rss")))
@@ -163,10 +197,11 @@ class TaskView:
             "is_rerunnable": self.is_rerunnable, "exit_code": self.exit_code,
             "output": self.output, "error_message": self.error_message,
             "submit_time": self.submit_time, "start_time": self.start_time,
-            "end_time": self.end_time, "node": self.node, "pid": self.pid,
+            "end_time": self.end_time, "node": self.node, "pid": self.pid, "spool": self.spool,
             "cpu_user": self.cpu_user, "cpu_kernel": self.cpu_kernel,
             "peak_memory": self.peak_memory, "requeue_count": self.requeue_count,
             "auto_requeue_count": self.auto_requeue_count,
+            **({"reason": self.reason} if self.explain else {}),
         }
         if self.is_sweep:
             d["sweep"] = list(self.sweep)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shlex
 from urllib.parse import unquote, urlsplit
 
 import click
 
 from scheduler.api.client import Scheduler, check_url
+from scheduler.api.model import submitter_environment
 from scheduler.errors import InvalidInput
 from scheduler.settings import Settings, get_settings, mask_url
 from scheduler.core.states import JobState, TaskState
@@ -114,11 +116,24 @@ def parse_env(pairs) -> dict[str, str]:
     return env
 
 
+def exported_env() -> dict[str, str]:
+    """``--export-env``: the submitter's environment without hpcq's settings and secrets."""
+    url = settings().redis_url
+    password = None
+    with contextlib.suppress(ValueError):
+        password = urlsplit(url).password
+    return submitter_environment(secrets=[url, password and unquote(password), password])
+
+
 def parse_depends(text: str | None) -> list[str]:
     return [d.strip() for d in (text or "").split(",") if d.strip()]
 
 
 def join_command(words) -> str:
-    """COMMAND words as one ``/bin/sh -c`` string: joined with spaces, not quoted, so that
-    ``hpcq job add 1 -- echo *`` globs like HPC Pack's command line; one word is kept verbatim."""
-    return " ".join(words)
+    """COMMAND words as one ``/bin/sh -c`` string that runs them exactly as the user's shell
+    gave them: several words are joined with shell quoting (``-- python3 -c 'print("a  b")'``
+    keeps its argument whole), while one word is a shell command line kept verbatim, so
+    ``-- 'sort data | uniq > out.txt'`` still pipes and redirects on the worker.  A sweep's
+    ``*`` is substituted in either form (inside quotes too)."""
+    words = list(words)
+    return words[0] if len(words) == 1 else shlex.join(words)

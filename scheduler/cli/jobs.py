@@ -9,13 +9,14 @@ import re
 import click
 
 from scheduler.api.model import MAX_CANCEL_MESSAGE, TaskSpec
-from scheduler.core.states import JobState
-from scheduler.cli import common, render
+from scheduler.core.states import JOB_END, JobState
+from scheduler.errors import NotFound
+from scheduler.cli import common, render, stopping
 from scheduler.cli.common import json_option, redis_option
-from scheduler.cli.progress import wait_for_job
+from scheduler.cli.progress import Counter, wait_for_job
 
 JOB_NEW_OPTIONS = ("name", "priority", "fail_on_task_failure", "runtime")
-TASK_OPTIONS = ("task_name", "workdir", "env", "stdin", "stdout", "stderr", "task_runtime",
+TASK_OPTIONS = ("task_name", "workdir", "env", "export_env", "stdin", "stdout", "stderr", "task_runtime",
                 "depends_on", "no_rerunnable", "sweep")
 
 
@@ -38,6 +39,9 @@ def task_options(f, name_flag: str = "--name", runtime_flag: str = "--runtime"):
         click.option(name_flag, "task_name", default="", help="Task name."),
         click.option("--workdir", metavar="DIR", help="Working directory of the command."),
         click.option("--env", multiple=True, metavar="K=V", help="Environment variable (repeatable)."),
+        click.option("--export-env", is_flag=True,
+                     help="Give the task your current environment (hpcq's HPCQ_* settings left "
+                          "out); --env wins over it."),
         click.option("--stdin", metavar="FILE", help="File to read standard input from."),
         click.option("--stdout", metavar="FILE", help="File to write standard output to."),
         click.option("--stderr", metavar="FILE", help="File to write standard error to."),
@@ -60,8 +64,11 @@ def build_spec(words, kw) -> TaskSpec:
     """A validated task spec from the COMMAND words and the task options."""
     if not words:
         raise click.UsageError("missing COMMAND (put it after --)")
+    env = common.parse_env(kw["env"])
+    if kw["export_env"]:
+        env = {**common.exported_env(), **env}
     return TaskSpec(command=common.join_command(words), name=kw["task_name"], work_dir=kw["workdir"],
-                    env=common.parse_env(kw["env"]), stdin=kw["stdin"], stdout=kw["stdout"],
+                    env=env, stdin=kw["stdin"], stdout=kw["stdout"],
                     stderr=kw["stderr"], runtime=kw["task_runtime"],
                     depends_on=common.parse_depends(kw["depends_on"]),
                     is_rerunnable=not kw["no_rerunnable"], sweep=common.parse_sweep(kw["sweep"]))
@@ -229,7 +236,11 @@ def job_listtasks(job, expand, state, as_json):
 @json_option
 def job_wait(job, timeout, as_json):
     """Wait for a job to end: exit 0 if Finished, 1 if Failed or Canceled, 3 on timeout."""
-    j = common.connect().get_job(job)
+    try:
+        j = common.connect().get_job(job)
+    except NotFound as exc:
+        exc.exit_code = 2   # a bad id, as for every other command; 1 means the job did not finish
+        raise
     state = wait_for_job(j, timeout, quiet=as_json)
     if as_json:
         render.emit_json(j.to_dict())
@@ -247,9 +258,18 @@ def job_wait(job, timeout, as_json):
 @json_option
 def job_cancel(job, message, force, graceful, grace, no_wait, as_json):
     """Cancel a job and its unfinished tasks; print its resulting state."""
-    with render.waiting(f"canceling job {job}: waiting until its tasks have stopped"):
-        j = common.connect().cancel_job(job, message=message, force=force, graceful=graceful,
-                                        wait=not no_wait, grace=grace)
+    s = common.connect()
+    j = s.cancel_job(job, message=message, force=force, graceful=graceful, wait=False, grace=grace)
+    if not no_wait:
+        counts = Counter(j)   # sweep instances one by one
+
+        def left() -> int:
+            c = counts.counts()
+            return c.get("Canceling", 0) + (c.get("Running", 0) + c.get("Dispatching", 0) if graceful else 0)
+        stopping.wait_stopped(f"job {j.id}", done=lambda: j.refresh().state in JOB_END, left=left,
+                              grace=0.0 if force else (grace if grace is not None
+                                                       else s.settings.task_cancel_grace_period),
+                              graceful=graceful, quiet=as_json)
     _print_state(j, as_json)
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import click
 
 from scheduler.api.model import MAX_CANCEL_MESSAGE
-from scheduler.cli import common, render
+from scheduler.cli import common, render, stopping
+from scheduler.core.states import TASK_END
 from scheduler.cli.common import json_option, redis_option
+from scheduler.cli.output import print_output
 
 
 @click.group("task")
@@ -39,10 +41,22 @@ def task_view(task, as_json):
 @json_option
 def task_cancel(task, message, force, grace, no_wait, as_json):
     """Cancel a task, a whole sweep or one instance; print its resulting state."""
-    with render.waiting(f"canceling {task}: waiting until its processes are gone"):
-        t = common.connect().cancel_task(task, message=message, force=force, wait=not no_wait,
-                                         grace=grace)
+    s = common.connect()
+    t = s.cancel_task(task, message=message, force=force, wait=False, grace=grace)
+    if not no_wait:
+        stopping.wait_stopped(f"task {t.id}", done=lambda: t.refresh().state in TASK_END,
+                              left=lambda: _still_stopping(t),
+                              grace=0.0 if force else (grace if grace is not None
+                                                       else s.settings.task_cancel_grace_period),
+                              quiet=as_json)
     _print_state(t, as_json)
+
+
+def _still_stopping(task) -> int:
+    """Processes of this task (or of this sweep's instances) that are still being stopped."""
+    if task.is_sweep:
+        return task.instance_counts.get("Canceling", 0)
+    return int(task.state.value == "Canceling")
 
 
 @task_group.command("requeue")
@@ -63,3 +77,18 @@ def _print_state(task, as_json: bool) -> None:
         render.emit_json(task.to_dict())
     else:
         click.echo(f"{task.id} {task.state.value}")
+
+
+@task_group.command("output")
+@click.argument("task")
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep printing as the task writes, until it ends (waits for it to start).")
+@redis_option
+def task_output(task, follow):
+    """Print a task's whole stdout (and stderr, on stderr), not only the part kept in Redis.
+
+    \b
+    hpcq task output 3.1
+    hpcq task output 3.2.17 --follow
+    """
+    print_output(common.connect().get_task(task), follow=follow)

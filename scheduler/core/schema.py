@@ -110,13 +110,16 @@ JOB_PENDING = frozenset({J.Configuring, J.Submitted, J.Validating})
 #:                 or a sweep master leaving Running, which hands out instances)
 #:   leave_worker  out of its worker's set (only if it was on a worker)
 #:   join_worker   into its worker's set (ctx.node)
-#:   reset         a new run: results cleared, ctx.count (requeue_count/auto_requeue_count) + 1
+#:   reset         a new run: results cleared, ctx.count (requeue_count/auto_requeue_count) + 1;
+#:                 a sweep master's failed_sweeps mark taken back from its job
 #:   place         where the dispatcher finds it: queue, or the job's waiting set while its
 #:                 dependencies (nwait) have not ended; an instance: its master's redo list, and
 #:                 the master placed so (an ended master is queued again)
 #:   started       an instance's sweep master and the job start (the job's clock and runtime
 #:                 limit); nothing for a master itself (its first instance starts it)
-#:   ended         end time; dependents released; the sweep master and the job refreshed
+#:   ended         end time; dependents released; the sweep master and the job refreshed; a
+#:                 sweep master ending Canceled with Failed instances (killed while running)
+#:                 counts against its job (failed_sweeps), as a task killed running does
 TASK_ON_ENTER: dict[TaskState, tuple[str, ...]] = {
     T.Configuring: (),
     T.Submitted: (),
@@ -184,6 +187,8 @@ FIELDS = {
     "cut": "where a master cancel cut the sweep off", "nwait": "dependencies not yet ended",
     "explicit": "canceled on purpose (stays Canceled when the job is requeued)",
     "rerunnable": "the task may be rerun", "unlisted": "when its worker stopped listing it",
+    "failed_sweeps": "a sweep master: it ended Canceled with Failed instances; a job: how many "
+                     "of its sweeps did (each counts against the job as a Failed task)",
 }
 
 #: How an attempt ended, as its worker (or whoever found it gone) reports it: its command's
@@ -230,6 +235,7 @@ class Msg:
     cannot_submit = "Only jobs in the Configuring state can be submitted; job {} is {}."
     cannot_add = "Tasks can only be added to a job in the Configuring state; job {} is {}."
     job_changed = "job {} changed while it was being submitted"
+    job_has_no_tasks = "job {} has no tasks: add one first (hpcq job add {} -- COMMAND)"
     task_not_configuring = "task {} is {}, not Configuring"
     instance_cut = "Sweep instance {} was canceled with its master; requeue the master {}."
     job_cannot_requeue_tasks = "Tasks of a job in the {} state cannot be requeued."
@@ -244,6 +250,9 @@ def cancel_texts(message: str = "") -> tuple[str, str]:
     """HPC Pack's texts for a cancel with ``message`` (already checked): what a task that had
     not started records, and what a running one records once its processes are gone.  The one
     place ``Msg.canceled_by_user`` and ``Msg.canceled_during_execution`` are formatted."""
+    if not message:  # HPC Pack's text without a dangling "Message: "
+        return (Msg.canceled_by_user.partition(" Message:")[0],
+                Msg.canceled_during_execution.partition(" Message:")[0])
     return Msg.canceled_by_user.format(message), Msg.canceled_during_execution.format(message)
 
 

@@ -119,9 +119,11 @@ local function job_refresh(j, ts)
     if st == S.Canceling then
       enter('job', j, S.Canceled, {ts = ts})
     elseif st == S.Queued or st == S.Running then
-      local nf = redis.call('HGET', jk, 'c:' .. S.Failed)
-      if num(nf) > 0 then
-        redis.call('HSET', jk, 'error', string.format(MSG.tasks_failed, nf))
+      -- a sweep canceled while instances ran counts as a failure, as a task killed running does
+      local v = redis.call('HMGET', jk, 'c:' .. S.Failed, F.failed_sweeps)
+      local nf = num(v[1]) + num(v[2])
+      if nf > 0 then
+        redis.call('HSET', jk, 'error', string.format(MSG.tasks_failed, int(nf)))
         enter('job', j, S.Failed, {ts = ts})
       else
         enter('job', j, S.Finished, {ts = ts})
@@ -212,6 +214,9 @@ function EFFECT.reset(id, from, to, ctx)
   if TASK_PENDING[from] then return end
   if ctx.count then redis.call('HINCRBY', K.task(id), ctx.count, 1) end
   if is_master(id) then
+    if redis.call('HDEL', K.task(id), F.failed_sweeps) == 1 then
+      redis.call('HINCRBY', K.job(split_id(id)), F.failed_sweeps, -1)
+    end
     redis.call('HDEL', K.task(id), 'end_time', 'error', F.explicit)
   else
     redis.call('HDEL', K.task(id), unpack(RESULT_FIELDS))
@@ -257,6 +262,11 @@ end
 function EFFECT.ended(id, from, to, ctx)
   local j, t, i = split_id(id)
   redis.call('HSET', K.task(id), 'end_time', ctx.ts)
+  if to == S.Canceled and not i and num(redis.call('HGET', K.task(id), 'i:' .. S.Failed)) > 0 then
+    -- a sweep canceled with instances that failed (killed while running): against its job
+    redis.call('HSET', K.task(id), F.failed_sweeps, 1)
+    redis.call('HINCRBY', K.job(j), F.failed_sweeps, 1)
+  end
   if i then
     local m = j .. '.' .. t
     if to ~= S.Finished then redis.call('SADD', K.sweep_ended(m), i) end

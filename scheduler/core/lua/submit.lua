@@ -6,6 +6,7 @@ local jk = K.job(j)
 local st = job_state(j)
 if st ~= S.Configuring then fail('STATE', string.format(MSG.cannot_submit, j, st)) end
 if num(redis.call('HGET', jk, 'ntasks')) ~= n then fail('RETRY', string.format(MSG.job_changed, j)) end
+if n == 0 then fail('STATE', string.format(MSG.job_has_no_tasks, j, j)) end
 -- A task canceled while Configuring stays Canceled; every other task must be Configuring.
 for t = 1, n do
   local tst = redis.call('HGET', K.task(j .. '.' .. t), F.state)
