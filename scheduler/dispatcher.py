@@ -92,8 +92,12 @@ class Dispatcher:
                     publish_revokes(self.celery, revokes)
                     log.warning("worker %s is lost (no heartbeat for %g s); its tasks were "
                                 "ended or queued again", name, cfg.worker_timeout)
-            for name in self.store.dead_workers(now - 3 * cfg.worker_timeout):
-                if not self.store.worker_tasks(name):
+            # forgotten 3 x worker_timeout after its last heartbeat, lost or stopped alike (a
+            # stopped worker's score is 0), so `hpcq node list` shows either a while
+            forget_before = now - 3 * cfg.worker_timeout
+            for name in self.store.dead_workers(forget_before):
+                if (not self.store.worker_tasks(name)
+                        and self.store.last_beat(name) < forget_before):
                     self.store.forget_worker(name)
         for name in self.live:
             stranded = self.store.worker_tasks(name)

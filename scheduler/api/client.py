@@ -19,8 +19,7 @@ from scheduler.core.ids import TaskId, parse_job_id
 from scheduler.core.schema import cancel_texts
 from scheduler.api.model import (MAX_CANCEL_MESSAGE, JobSpec, Msg, Priority, TaskSpec, check_cancel_message,
                     resolve_dependencies)
-from scheduler.api.nodes import Node, get_node, node_list
-from scheduler.api.reasons import job_reason, task_reason
+from scheduler.api import nodes, reasons
 from scheduler.api.records import JobView, TaskView, instance_record
 from scheduler.settings import Settings, get_settings, mask_url
 from scheduler.core.states import JOB_END, TASK_END, JobState, TaskState
@@ -304,11 +303,12 @@ class Scheduler:
         return self.get_task(tid)
 
     # --- nodes (scheduler/api/nodes.py) ----------------------------------------------------
-    def get_node_list(self) -> list[Node]:
-        return node_list(self.store, self.settings.worker_timeout)
+    def get_node_list(self) -> list[nodes.Node]:
+        """Every worker Redis knows, by name: state, slots, tasks held, heartbeat."""
+        return nodes.node_list(self.store, self.settings.worker_timeout)
 
-    def get_node(self, name: str) -> Node:
-        return get_node(self.store, self.settings.worker_timeout, name)
+    def get_node(self, name: str) -> nodes.Node:
+        return nodes.get_node(self.store, self.settings.worker_timeout, name)
 
     # --- helpers --------------------------------------------------------------------------
     def _wait_requeued(self, revokes, timeout) -> None:
@@ -344,7 +344,7 @@ class Scheduler:
 class Job(JobView):
     """ISchedulerJob: a job's properties and the operations on it."""
 
-    reason = property(lambda self: job_reason(self.scheduler, self), doc="Why it waits, or None.")
+    reason = property(lambda self: reasons.job_reason(self.scheduler, self), doc="Why it waits, or None.")
 
     def __init__(self, scheduler: Scheduler, job_id: int, record: dict, explain: bool = False):
         super().__init__(job_id, record)
@@ -421,7 +421,7 @@ class Job(JobView):
 class Task(TaskView):
     """ISchedulerTask: a task, a sweep master or one sweep instance."""
 
-    reason = property(lambda self: task_reason(self.scheduler, self), doc="Why it waits, or None.")
+    reason = property(lambda self: reasons.task_reason(self.scheduler, self), doc="Why it waits, or None.")
 
     def __init__(self, scheduler: Scheduler, task_id: TaskId, record: dict, explain: bool = False):
         super().__init__(task_id, record)

@@ -17,6 +17,7 @@ from scheduler.cli import common
 from scheduler.cli.common import redis_option
 from scheduler.cli.daemons import scheduler_cmd, up_cmd, worker_cmd
 from scheduler.cli.jobs import job_group
+from scheduler.cli.nodes import node_group
 from scheduler.cli.render import fail
 from scheduler.cli.tasks import task_group
 
@@ -34,10 +35,11 @@ def cli():
     hpcq job submit -- echo hello            # a one-task job; prints its id
     hpcq job new; hpcq job add 1 -- cmd; hpcq job submit 1
     hpcq job wait 1; hpcq job listtasks 1; hpcq task view 1.1
+    hpcq node list; hpcq node view worker@host
     """
 
 
-for command in (job_group, task_group, scheduler_cmd, worker_cmd, up_cmd):
+for command in (job_group, task_group, node_group, scheduler_cmd, worker_cmd, up_cmd):
     cli.add_command(command)
 
 

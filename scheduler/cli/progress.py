@@ -1,5 +1,8 @@
 """``hpcq job wait``: a live progress bar of the job's tasks per state on a terminal, a line per
-change otherwise.  Sweep instances are counted one by one (``Task.instance_counts``)."""
+change otherwise.  Sweep instances are counted one by one (``Task.instance_counts``).
+
+While the job has tasks left and no worker is online, it says so on stderr (``NoWorkers``), once
+each time that becomes true, instead of waiting silently; it keeps waiting."""
 
 from __future__ import annotations
 
@@ -12,14 +15,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from scheduler.core import keys
 from scheduler.api.client import Job, Task
+from scheduler.api.nodes import node_list
 from scheduler.core.ids import TaskId
-from scheduler.core.states import TASK_END, JobState
+from scheduler.core.states import JOB_END, TASK_END, TASK_ON_WORKER, TASK_PENDING, JobState
 from scheduler.cli.render import fmt_counts
 
 REFRESH = 0.2
 ORDER = ["Configuring", "Submitted", "Validating", "Queued", "Dispatching", "Running",
          "Finishing", "Canceling", "Finished", "Failed", "Canceled"]
 END = {s.value for s in TASK_END}
+#: Seconds between two looks at the workers while waiting.
+PRESENCE_EVERY = 1.0
+_LEFT = {s.value for s in TASK_PENDING | TASK_ON_WORKER} - {"Configuring"}
 
 
 class Counter:
@@ -59,10 +66,45 @@ class Counter:
         return {k: counts[k] for k in ORDER if counts.get(k)}
 
 
+class NoWorkers:
+    """Says ``job J: no workers are online; ...`` through ``say`` when the job (submitted, not
+    ended) has tasks left to run and no worker is online (nodes.py: heartbeating, not
+    draining): once, and again each time it becomes true again.  When a worker comes while it
+    was shown, says that too, so a log shows when the wait ended."""
+
+    def __init__(self, job: Job, say):
+        self.say = say
+        self.shown = False
+        self.check = _throttled(self._check, PRESENCE_EVERY)
+
+    def _check(self, job: Job) -> None:
+        left = (job.state not in JOB_END and job.state != JobState.Configuring
+                and any(job.counts.get(s) for s in _LEFT))
+        s = job.scheduler
+        online = [n.name for n in node_list(s.store, s.settings.worker_timeout) if n.takes_work]
+        if left and not online and not self.shown:
+            self.say(f"job {job.id}: no workers are online; its tasks wait until one starts "
+                     "(hpcq worker)")
+            self.shown = True
+        elif online and self.shown:
+            self.say(f"job {job.id}: worker {online[0]} is online")
+            self.shown = False
+
+
+def _both(*calls):
+    def call(job):
+        for c in calls:
+            c(job)
+    return call
+
+
 def wait_for_job(job: Job, timeout: float | None, quiet: bool = False) -> JobState:
-    """Wait for the job's end state, showing progress unless ``quiet``; WaitTimeout on timeout."""
+    """Wait for the job's end state, showing progress unless ``quiet`` (the notice that no
+    worker is online is shown even then: it goes to stderr); WaitTimeout on timeout."""
     if quiet:
-        return job.wait(timeout=timeout)
+        notice = NoWorkers(job, lambda line: print(line, file=sys.stderr, flush=True))
+        notice.check(job)
+        return job.wait(timeout=timeout, on_progress=notice.check)
     counter = Counter(job)
     err = Console(stderr=True, highlight=False)
     if err.is_terminal:
@@ -96,8 +138,11 @@ def _wait_live(job: Job, counter: Counter, timeout, err: Console) -> JobState:
                        completed=sum(v for k, v in counts.items() if k in END),
                        state=j.state.value, counts=fmt_counts(counts))
 
+        notice = NoWorkers(job, lambda line: bar.console.print(line, style="yellow"))
         update(job)
-        state = job.wait(timeout=timeout, on_progress=_throttled(update, REFRESH))
+        notice.check(job)
+        state = job.wait(timeout=timeout,
+                         on_progress=_both(_throttled(update, REFRESH), notice.check))
         update(job)
         bar.refresh()
     return state
@@ -114,7 +159,9 @@ def _wait_plain(job: Job, counter: Counter, timeout) -> JobState:
             last[0] = line
             print(line, file=sys.stderr, flush=True)
 
+    notice = NoWorkers(job, lambda line: print(line, file=sys.stderr, flush=True))
     report(job)
-    state = job.wait(timeout=timeout, on_progress=_throttled(report, 1.0))
+    notice.check(job)
+    state = job.wait(timeout=timeout, on_progress=_both(_throttled(report, 1.0), notice.check))
     report(job)
     return state

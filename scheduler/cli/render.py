@@ -98,7 +98,7 @@ def kv_list(rows: list[tuple[str, object]]) -> None:
 def show_job(job: JobView) -> None:
     rows = [
         ("Id", job.id), ("Name", job.name), ("Owner", job.owner), ("State", job.state.value),
-        ("Priority", job.priority.name),
+        ("Reason", job.reason), ("Priority", job.priority.name),
         ("Fail on task failure", "yes" if job.fail_on_task_failure else "no"),
         ("Runtime limit", f"{job.runtime} s" if job.runtime else "none"),
         ("Tasks", job.task_count), ("Task states", fmt_counts(job.counts)),
@@ -113,7 +113,7 @@ def show_job(job: JobView) -> None:
 def show_task(task: TaskView) -> None:
     rows: list[tuple[str, object]] = [
         ("Id", task.id), ("Name", task.name), ("State", task.state.value),
-        ("Command", task.command),
+        ("Reason", task.reason), ("Command", task.command),
     ]
     if task.is_sweep:
         start, end, step = task.sweep

@@ -205,6 +205,11 @@ class Store:
     def dead_workers(self, before: float) -> list[str]:
         return self._do(self.redis.zrangebyscore, keys.WORKERS, 0, before)
 
+    def last_beat(self, name: str) -> float:
+        """The worker's last heartbeat (Redis time), which its ``beat`` field keeps after it
+        stopped (its score in WORKERS is then 0); 0 if there is none."""
+        return float(self._do(self.redis.hget, keys.worker(name), "beat") or 0)
+
     def forget_worker(self, name: str) -> None:
         pipe = self.redis.pipeline()
         pipe.zrem(keys.WORKERS, name)
