@@ -135,13 +135,17 @@ def test_stdio_files_env_and_work_dir(s, tmp_path):
     assert stdout_only.output == "to-output\n"
 
 
-def test_output_keeps_first_4kb(s):
+def test_output_keeps_head_and_tail_with_a_marker(s):
+    """Redis keeps the first and last halves of HPCQ_OUTPUT_LIMIT (16384 by default) with the
+    size cut between them; a small output is kept whole."""
     job = s.create_job(name="big-output")
-    t = job.add_task(command="head -c 10000 /dev/zero | tr '\\0' x")
+    t = job.add_task(command="head -c 10000 /dev/zero | tr '\\0' x; head -c 30000 /dev/zero | tr '\\0' y")
+    small = job.add_task(command="head -c 16384 /dev/zero | tr '\\0' z")
     s.submit_job(job)
     assert job.wait(timeout=60) == JobState.Finished
     t.refresh()
-    assert t.output == "x" * 4096
+    assert t.output == "x" * 8192 + "\n[... 23.6 kB cut ...]\n" + "y" * 8192
+    assert small.refresh().output == "z" * 16384
 
 
 def test_missing_work_dir_fails_cleanly(s, cluster, tmp_path):
