@@ -3,6 +3,7 @@ database of its own and canceled, never run), and `*` substitution end to end on
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -61,7 +62,7 @@ def test_million_instance_sweep_footprint_does_not_depend_on_size(redis_server):
         assert last.state == TaskState.Queued
         assert last.name == "frame-1000000"
         assert last.command == "render frame_1000000 > out_1000000.txt"
-        assert last.stdout == "log_1000000.txt"
+        assert last.stdout == os.path.join(os.getcwd(), "log_1000000.txt")  # resolved at add
         assert s.get_task(f"{big.id}.1.42").command == "render frame_0042 > out_42.txt"
         with pytest.raises(NotFound):
             s.get_task(f"{big.id}.1.1000001")
@@ -133,7 +134,7 @@ def test_sweep_substitution_end_to_end(cluster, tmp_path):
     for i, v in enumerate([8, 10, 12], 1):
         t = s.get_task(f"{job.id}.2.{i}")
         assert t.state == TaskState.Finished
-        assert t.stdout == f"out_{v:02d}.txt"
+        assert t.stdout == str(tmp_path / f"out_{v:02d}.txt")
         assert (tmp_path / f"out_{v:02d}.txt").read_text() == f"value-{v}\n"
         assert (tmp_path / f"err_{v}.txt").read_text() == ""
     assert sorted(p.name for p in tmp_path.glob("out_*.txt")) == ["out_08.txt", "out_10.txt", "out_12.txt"]

@@ -235,7 +235,8 @@ def job_listtasks(job, expand, state, as_json):
 @redis_option
 @json_option
 def job_wait(job, timeout, as_json):
-    """Wait for a job to end: exit 0 if Finished, 1 if Failed or Canceled, 3 on timeout."""
+    """Wait for a job to end: exit 0 if Finished, 1 if Failed or Canceled, 2 if there is no
+    such job, 3 on timeout."""
     try:
         j = common.connect().get_job(job)
     except NotFound as exc:
