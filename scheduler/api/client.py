@@ -10,9 +10,7 @@ import dataclasses
 import getpass
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Union
-from urllib.parse import urlsplit
 
-import redis
 
 from scheduler.errors import InvalidInput, InvalidState, NotFound, RedisUnavailable, WaitTimeout
 from scheduler.core.ids import TaskId, parse_job_id
@@ -24,6 +22,7 @@ from scheduler.api.records import JobView, TaskView, instance_record
 from scheduler.settings import Settings, get_settings, mask_url
 from scheduler.core.states import JOB_END, TASK_END, JobState, TaskState
 from scheduler.core.store import Store
+from scheduler.api.connection import check_url, unreachable_message  # noqa: F401  (re-exported)
 from scheduler.transport import make_celery, parse_celery_id, publish_revokes
 
 #: Queue score bands: higher priority sorts first, then submission order.
@@ -31,32 +30,6 @@ BAND = 1 << 45
 POLL = 0.05
 #: Records read per pipelined round trip when listing.
 BATCH = 1000
-
-
-def check_url(url: str) -> None:
-    """A malformed Redis URL is bad usage (InvalidInput); the message masks its password."""
-    from redis.connection import parse_url
-    rest = url.partition("://")[2]
-    if "@" in rest[len(urlsplit(url).netloc):]:
-        # An unencoded / ? or # in the password ends the host part early: its tail would be
-        # taken for a host or a database, and shown as one.
-        raise InvalidInput(f"invalid Redis URL {url.partition('://')[0]}://***@{rest.rpartition('@')[2]}: "
-                           "percent-encode the password's / ? # @ (%2F %3F %23 %40)")
-    try:
-        parse_url(url)
-    except ValueError as exc:
-        raise InvalidInput(f"invalid Redis URL {mask_url(url)}: {exc}") from None
-
-
-def unreachable_message(url: str, exc: BaseException) -> str:
-    """One line on a failed connection to ``url`` (password masked), saying what to fix."""
-    where = mask_url(url)
-    if isinstance(exc, redis.AuthenticationError):
-        if urlsplit(url).password is None:
-            return (f"Redis at {where} requires a password: put it in the URL or in a file named "
-                    "by HPCQ_REDIS_PASSWORD_FILE")
-        return f"Redis at {where} refused the password: {str(exc).rstrip('.')}"
-    return f"cannot reach Redis at {where}: {str(exc).removeprefix('cannot reach Redis: ')}"
 
 
 def _band(priority: Priority) -> int:
