@@ -739,11 +739,11 @@ def test_refusal_changes_nothing(name, rig, r, raw):
 
 
 def test_every_script_has_refusal_cases():
-    """Each script that can refuse has cases above (heartbeat and create_job never refuse): a
+    """Each script that can refuse has cases above (heartbeat, create_job, leave never refuse): a
     new script needs its refusals listed here."""
     from scheduler.core.store import SCRIPTS
     covered = {name.split("/")[0] for name in REFUSALS}
-    assert not set(SCRIPTS) - covered - {"heartbeat", "create_job"}
+    assert not set(SCRIPTS) - covered - {"heartbeat", "create_job", "leave"}
 
 
 # --- the randomized sequence -----------------------------------------------------------------

@@ -20,13 +20,17 @@ def celery_argv(concurrency: int, hostname: str) -> list[str]:
             "--loglevel", os.environ.get("HPCQ_LOG_LEVEL", "INFO")]
 
 
-def run_worker(settings: Settings, concurrency: int | None = None, hostname: str | None = None) -> None:
+def run_worker(settings: Settings, concurrency: int | None = None, hostname: str | None = None,
+               metrics_port: int | None = None, metrics_address: str = "0.0.0.0") -> None:
     os.environ["HPCQ_REDIS_URL"] = settings.redis_url
     concurrency = concurrency or os.cpu_count() or 2
     # Celery's own rule (``w1`` -> ``celery@w1``, ``%h`` expanded), so the name the worker
     # registers is the one its queue is named after.
     hostname = host_format(default_nodename(hostname or f"worker@{socket.gethostname()}"))
     from .app import app, presence  # after HPCQ_REDIS_URL is set: the app reads it at import
+    if metrics_port:
+        from .metrics import serve
+        serve(presence, metrics_port, metrics_address)
     code = 0
     try:
         app.worker_main(celery_argv(concurrency, hostname))

@@ -17,7 +17,7 @@ from scheduler.core.ids import TaskId, parse_job_id
 from scheduler.core.schema import cancel_texts
 from scheduler.api.model import (MAX_CANCEL_MESSAGE, JobSpec, Msg, Priority, TaskSpec, check_cancel_message,
                     resolve_dependencies)
-from scheduler.api import nodes, reasons
+from scheduler.api import events as _events, nodes, reasons
 from scheduler.api.records import JobView, TaskView, instance_record
 from scheduler.settings import Settings, get_settings, mask_url
 from scheduler.core.states import JOB_END, TASK_END, JobState, TaskState
@@ -275,6 +275,12 @@ class Scheduler:
                        self._cancel_timeout(timeout, None), f"task {tid} to be requeued")
         return self.get_task(tid)
 
+    # --- events (scheduler/api/events.py) --------------------------------------------------
+    def events(self, since: str | None = None, job=None, block: float | None = None):
+        """Every state change after cursor ``since`` (None: from now, "0": the oldest kept) as
+        ``Event``s, ``job``'s only if given; waits ``block`` s for more (None: follows forever)."""
+        return _events.events(self.store, since, None if job is None else parse_job_id(job), block)
+
     # --- nodes (scheduler/api/nodes.py) ----------------------------------------------------
     def get_node_list(self) -> list[nodes.Node]:
         """Every worker Redis knows, by name: state, slots, tasks held, heartbeat."""
@@ -395,6 +401,8 @@ class Task(TaskView):
     """ISchedulerTask: a task, a sweep master or one sweep instance."""
 
     reason = property(lambda self: reasons.task_reason(self.scheduler, self), doc="Why it waits, or None.")
+    history = property(lambda self: _events.history(self.scheduler.store, self.id),
+                       doc="Its states with times, oldest first (events.Move).")
 
     def __init__(self, scheduler: Scheduler, task_id: TaskId, record: dict, explain: bool = False):
         super().__init__(task_id, record)

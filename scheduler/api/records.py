@@ -98,6 +98,9 @@ class TaskView:
 
     #: As JobView's: client.Task answers, "reason" in ``to_dict()`` of one fetched by ``get_task``.
     reason: str | None = None
+    #: Its states with times (scheduler/api/events.Move), read from Redis by client.Task;
+    #: "history" in ``to_dict()`` of one fetched by ``get_task``, as "reason".
+    history: list = []
     explain = False
 
     def __init__(self, task_id: TaskId, record: dict):
@@ -201,7 +204,8 @@ class TaskView:
             "cpu_user": self.cpu_user, "cpu_kernel": self.cpu_kernel,
             "peak_memory": self.peak_memory, "requeue_count": self.requeue_count,
             "auto_requeue_count": self.auto_requeue_count,
-            **({"reason": self.reason} if self.explain else {}),
+            **({"reason": self.reason, "history": [m.to_dict() for m in self.history]}
+               if self.explain else {}),
         }
         if self.is_sweep:
             d["sweep"] = list(self.sweep)

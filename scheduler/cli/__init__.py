@@ -20,6 +20,7 @@ from scheduler.cli.jobs import job_group
 from scheduler.cli.nodes import node_group
 from scheduler.cli.render import fail
 from scheduler.cli.tasks import task_group
+from scheduler.cli.watch import watch_cmd
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -41,6 +42,7 @@ def cli():
 
 for command in (job_group, task_group, node_group, scheduler_cmd, worker_cmd, up_cmd):
     cli.add_command(command)
+cli.add_command(watch_cmd)
 
 
 def _fail(message: str, code: int, exc: BaseException | None = None) -> None:

@@ -10,12 +10,26 @@ from scheduler.cli import common
 from scheduler.cli.common import redis_option
 
 
+def metrics_options(f):
+    """--metrics-port and --metrics-address (scheduler/metrics.py, worker/metrics.py)."""
+    f = click.option("--metrics-address", default="0.0.0.0", show_default=True, metavar="A",
+                     help="Address the metrics endpoint listens on.")(f)
+    return click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=0,
+                        metavar="P", help="Serve Prometheus metrics on http://A:P/metrics "
+                        "[default: 0, off].")(f)
+
+
 @click.command("scheduler")
 @redis_option
-def scheduler_cmd():
+@metrics_options
+def scheduler_cmd(metrics_port, metrics_address):
     """Run the scheduler daemon (dispatches queued tasks to free worker slots)."""
     from scheduler.dispatcher import run_scheduler
-    run_scheduler(common.settings())
+    cfg = common.settings()
+    if metrics_port:
+        from scheduler.metrics import serve
+        serve(cfg, metrics_port, metrics_address)
+    run_scheduler(cfg)
 
 
 @click.command("worker")
@@ -23,10 +37,12 @@ def scheduler_cmd():
               help="Slots: tasks run at once [default: CPU count].")
 @click.option("--hostname", "-n", metavar="H", help="Worker name [default: worker@<host>].")
 @redis_option
-def worker_cmd(concurrency, hostname):
+@metrics_options
+def worker_cmd(concurrency, hostname, metrics_port, metrics_address):
     """Run a Celery worker that runs tasks' commands."""
     from worker.main import run_worker
-    run_worker(common.settings(), concurrency=concurrency or os.cpu_count(), hostname=hostname)
+    run_worker(common.settings(), concurrency=concurrency or os.cpu_count(), hostname=hostname,
+               metrics_port=metrics_port, metrics_address=metrics_address)
 
 
 @click.command("up")

@@ -55,6 +55,11 @@ def fmt_time(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
+def fmt_time_ms(t: float) -> str:
+    """A time to the millisecond (an event's, a history line's)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
+
+
 def fmt_duration(start: float | None, end: float | None) -> str:
     if start is None:
         return ""
@@ -135,6 +140,13 @@ def show_task(task: TaskView) -> None:
         ("Requeue count", task.requeue_count),
     ]
     kv_list(rows)
+    history = task.history
+    if history:
+        click.echo(bold("History:"))
+        for m in history:
+            where = f"  on {m.node}" if m.node else ""
+            why = f"  {one_line(m.message)}" if m.message else ""
+            click.echo(f"  {fmt_time_ms(m.time)}  {m.state:<11}{where}{why}".rstrip())
     if task.output:
         click.echo(bold("Output:"))
         click.echo(task.output.rstrip("\n"))

@@ -165,6 +165,8 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "sweep_redo": ("task:{}:redo", "list", "instance numbers requeued, dispatched before new ones"),
     "sweep_ended": ("task:{}:ended", "set", "materialized instances that ended Failed or Canceled"),
     "task_rdeps": ("task:{}:rdeps", "set", "task numbers still waiting for this task to end"),
+    "task_history": ("task:{}:history", "string", "the task's moves, a line each: time, state, "
+                     "node, message (HISTORY_SEP between them); the oldest cut past HISTORY_BYTES"),
     "QUEUE": ("queue", "zset", "dispatchable task ids; score = priority band + submit seq"),
     "SEQ": ("seq", "string", "submit sequence"),
     "ATTEMPT": ("attempt", "string", "attempt-token sequence"),
@@ -174,7 +176,8 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "DEADLINES": ("deadlines", "zset", "job id -> time its runtime expires"),
     "LEADER": ("leader", "string", "the dispatching scheduler's id (a lease with a TTL)"),
     "WAKEUP": ("wakeup", "list", "nudges for the dispatcher"),
-    "EVENTS": ("events", "stream", "every state change"),
+    "EVENTS": ("events", "stream", "every state change (EVENT_FIELDS), the last ~EVENTS_KEEP"),
+    "STATS": ("stats", "hash", "cluster-wide counters since the database was created (STATS)"),
 }
 
 #: Hash fields that more than one script, or Python and Lua, read: named once here.
@@ -189,6 +192,45 @@ FIELDS = {
     "rerunnable": "the task may be rerun", "unlisted": "when its worker stopped listing it",
     "failed_sweeps": "a sweep master: it ended Canceled with Failed instances; a job: how many "
                      "of its sweeps did (each counts against the job as a Failed task)",
+}
+
+# --- the event stream ---------------------------------------------------------------------------
+#: The fields of every entry of the ``EVENTS`` stream, one entry per state change (written by
+#: ``emit`` in lua/lib.lua, read by scheduler/api/events.py).  Every entry has all of them (empty
+#: when there is none), so Redis stores the names once per stream node, not once per entry.
+EVENT_FIELDS = {
+    "ts": "Redis time of the move, seconds with microseconds (as the records' times)",
+    "kind": "job, task (a task, sweep master or sweep instance) or worker",
+    "id": "the job id, task id J.T[.I] or worker name",
+    "from": "the state before ('' when the object was created)",
+    "state": "the state entered",
+    "node": "a task: the worker it is on or just left; a worker: its own name",
+    "msg": "the error or cancel message of the move, where there is one",
+}
+#: Entries the stream keeps (trimmed with ``MAXLEN ~``, so a little more): measured 72 bytes an
+#: entry on Redis 6.2 (more for one with a message), so about 7 MB of Redis memory, an hour of a
+#: cluster moving ~30 tasks a second (~4 events each after submit).  One value for the whole
+#: cluster (every script that moves something trims), hence declared here, not a setting.
+EVENTS_KEEP = 100_000
+#: Where an event (and a task's history line) finds its message when the script passes none
+#: (ctx.msg): the first non-empty of these fields of the record entering the state (a job's
+#: states of the same names read its ``error``).
+EVENT_MESSAGE: dict[TaskState, tuple[str, ...]] = {
+    T.Canceling: ("cancel_error", "error"), T.Failed: ("error",), T.Canceled: ("error",),
+}
+#: A task's history (``task_history``): lines of HISTORY_SEP-separated (time, state, node,
+#: message), appended by every move; the oldest lines are dropped once it passes HISTORY_BYTES (a
+#: task rerun dozens of times).  A string of its own and not a field of the task's hash: a
+#: field over 64 bytes turns a small hash from listpack into a hashtable, measured 584 -> 2432
+#: bytes for a finished task, while the string costs ~260 (and APPEND needs no read).
+HISTORY_SEP = "\t"
+HISTORY_BYTES = 4096
+
+#: The fields of the ``STATS`` hash: counters of the whole cluster, incremented by the scripts.
+STATS = {
+    "attempts_lost": "attempts that ended lost (worker lost, supervisor died, shutdown, never "
+                     "started, record lost)",
+    "attempts_rerun": "lost attempts that had run and were queued again (auto_requeue_count)",
 }
 
 #: How an attempt ended, as its worker (or whoever found it gone) reports it: its command's
@@ -298,6 +340,13 @@ def lua_preamble() -> str:
         f"local S = {_names(sorted({*(s.value for s in TaskState), *(s.value for s in JobState)}))}",
         f"local WS = {_names([s.value for s in WorkerState])}",
         f"local F = {_names(FIELDS)}",
+        f"local E = {_names(EVENT_FIELDS)}",
+        f"local ST = {_names(STATS)}",
+        f"local EV = {{KEEP={int(EVENTS_KEEP)},HISTORY_BYTES={int(HISTORY_BYTES)},"
+        f"HISTORY_SEP={json.dumps(HISTORY_SEP)}}}",
+        "local EVENT_MESSAGE = {" + ",".join(
+            f"[{json.dumps(str(k))}]={{{','.join(json.dumps(f) for f in v)}}}"
+            for k, v in EVENT_MESSAGE.items()) + "}",
         f"local O = {_names(OUTCOMES)}",
         f"local TASK_T = {_table(TASK_TRANSITIONS)}",
         f"local JOB_T = {_table(JOB_TRANSITIONS)}",

@@ -23,7 +23,8 @@ from scheduler.errors import HpcqError, InvalidInput, InvalidState, NotFound, Re
 _CODES = {"NOTFOUND": NotFound, "STATE": InvalidState, "NOTRERUN": InvalidState,
           "INPUT": InvalidInput, "RETRY": InvalidState, "ILLEGAL": InvalidState}
 SCRIPTS = ("create_job", "add_task", "submit", "dispatch", "start", "finish", "cancel_task",
-           "cancel_job", "requeue_task", "requeue_job", "lease", "heartbeat", "lose_worker")
+           "cancel_job", "requeue_task", "requeue_job", "lease", "heartbeat", "lose_worker",
+           "leave")
 
 
 @functools.cache
@@ -181,10 +182,7 @@ class Store:
     def unregister_worker(self, name: str) -> None:
         """Marks the worker gone (heartbeat 0): no new tasks, and the scheduler reclaims what
         was sent to it but never started."""
-        pipe = self.redis.pipeline()
-        pipe.zadd(keys.WORKERS, {name: 0})
-        pipe.hset(keys.worker(name), "state", "stopped")
-        self._do(pipe.execute)
+        self.call("leave", [name])
 
     def lose_worker(self, name: str, message: str, unstarted: str, retry_cap: int):
         """Ends every attempt of a worker declared lost; returns the revokes to publish."""

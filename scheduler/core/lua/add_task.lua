@@ -11,5 +11,6 @@ redis.call('HSET', tk, unpack(ARGV, 2))
 redis.call('HSET', tk, F.state, S.Configuring, 'create_time', ts, F.changed, ts, 'requeue_count', 0)
 if redis.call('HEXISTS', tk, F.total) == 1 then redis.call('HSET', tk, F.next, 0) end
 redis.call('HINCRBY', jk, 'c:' .. S.Configuring, 1)
-emit('task', id, S.Configuring)
+emit('task', id, '', S.Configuring, '', '', ts)
+history_add(id, ts, S.Configuring, '', '')
 return t

@@ -8,6 +8,10 @@ local out = end_attempt(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], AR
 if ARGV[11] == '1' and out[1] == 'ok' then
   -- in the same step as the requeue, so the task cannot be sent back to this worker
   local node = redis.call('HGET', K.task(ARGV[1]), F.node)
-  if node then redis.call('HSET', K.worker(node), F.state, WS.draining, 'drain_at', now()) end
+  if node then
+    local ts = now()
+    redis.call('HSET', K.worker(node), 'drain_at', ts)
+    worker_enter(node, redis.call('HGET', K.worker(node), F.state) or '', WS.draining, '', ts)
+  end
 end
 return out

@@ -18,11 +18,11 @@ local was, wasinfo, drain_at = unpack(redis.call('HMGET', wk, F.state, 'info', '
 if was == WS.draining and wasinfo == info and tonumber(ts) - num(drain_at) < 10 then
   wstate = WS.draining
 end
-redis.call('HSET', wk, 'slots', slots, 'queue', queue, 'info', info, F.state, wstate, 'beat', ts)
-if was ~= wstate then
-  if was ~= WS.online and was ~= WS.draining then redis.call('HSET', wk, 'started', ts) end
-  emit('worker', w, wstate)
+redis.call('HSET', wk, 'slots', slots, 'queue', queue, 'info', info, 'beat', ts)
+if was ~= wstate and was ~= WS.online and was ~= WS.draining then
+  redis.call('HSET', wk, 'started', ts)
 end
+worker_enter(w, was or '', wstate, '', ts)
 redis.call('ZADD', K.WORKERS, ts, w)
 local listed, stale = {}, {}
 for k = 0, n - 1 do

@@ -53,9 +53,32 @@ local function unit_state(id)
   return redis.call('HGET', K.task(id), F.state) or implicit_state(id)
 end
 
-local function emit(kind, id, state, extra)
-  redis.call('XADD', K.EVENTS, 'MAXLEN', '~', 100000, '*', 'kind', kind, 'id', id, 'state', state,
-             'info', extra or '')
+-- One entry of the event stream (schema.EVENT_FIELDS): every field always present, so Redis
+-- keeps the names once per stream node; trimmed to about EV.KEEP entries.
+local function emit(kind, id, from, to, node, msg, ts)
+  redis.call('XADD', K.EVENTS, 'MAXLEN', '~', EV.KEEP, '*', E.ts, ts or now(), E.kind, kind,
+             E.id, id, E.from, from or '', E.state, to, E.node, node or '', E.msg, msg or '')
+end
+
+-- A worker's state, with its event (a move to the state it is in is none).
+local function worker_enter(w, from, to, msg, ts)
+  if from == to then return end
+  redis.call('HSET', K.worker(w), F.state, to)
+  emit('worker', w, from, to, w, msg, ts)
+end
+
+-- One more line of a task's history (time, state, node, message), the oldest lines dropped
+-- once it passes EV.HISTORY_BYTES.  APPEND leaves the string room to grow (up to its size
+-- again): at an end it is written once more at its exact size (measured 392 -> 312 bytes).
+local function history_add(id, ts, to, node, msg)
+  local hk, sep = K.task_history(id), EV.HISTORY_SEP
+  local n = redis.call('APPEND', hk, ts .. sep .. to .. sep .. node .. sep
+                       .. string.gsub(msg, '[\t\n]', ' ') .. '\n')
+  if n > EV.HISTORY_BYTES or TASK_END[to] then
+    local h = redis.call('GET', hk)
+    local cut = n > EV.HISTORY_BYTES and string.find(h, '\n', n - EV.HISTORY_BYTES, true)
+    redis.call('SET', hk, cut and string.sub(h, cut + 1) or h)
+  end
 end
 
 -- Nudge the dispatcher: with a worker name when only that worker's slot came free (it then
@@ -86,24 +109,41 @@ local RESULT_FIELDS = {'exit_code', 'error', 'output', 'end_time', 'start_time',
 local EFFECT = {}
 
 -- Move job j or task/instance id to state `to`: the state, the per-state counts of its parent,
--- an event, then what entering `to` does (schema.TASK_ON_ENTER / JOB_ON_ENTER).
--- ctx: ts (required), and what an effect needs (node, count).
+-- an event (and a task's history line), then what entering `to` does (schema.TASK_ON_ENTER /
+-- JOB_ON_ENTER).
+-- ctx: ts (required), msg (the event's message; else EVENT_MESSAGE's fields), and what an
+-- effect needs (node, count).
 local function enter(kind, id, to, ctx)
-  local key = kind == 'job' and K.job(id) or K.task(id)
-  local from = ctx.from or redis.call('HGET', key, F.state)
-  local table_ = kind == 'job' and JOB_T or TASK_T
+  local task = kind ~= 'job'
+  local key = task and K.task(id) or K.job(id)
+  -- one read: the state, a task's node, the fields holding the message
+  local want = {F.state, F.node}
+  local mfields = ctx.msg == nil and EVENT_MESSAGE[to] or {}
+  for _, f in ipairs(mfields) do table.insert(want, f) end
+  local v = redis.call('HMGET', key, unpack(want))
+  local from = ctx.from or v[1]
+  local table_ = task and TASK_T or JOB_T
   if not table_[from] or not table_[from][to] then
     error('HPCQ-BUG ' .. kind .. ' ' .. id .. ' cannot go from ' .. tostring(from) .. ' to ' .. to
           .. ' (a script skipped its check)')
   end
-  redis.call('HSET', key, F.state, to, F.changed, ctx.ts)
-  if kind ~= 'job' then
+  local msg = ctx.msg or ''
+  for k = 3, #want do
+    if v[k] and v[k] ~= '' then msg = v[k]; break end
+  end
+  local node = ''
+  if task then
+    if TASK_ON_WORKER[to] or TASK_ON_WORKER[from] then node = ctx.node or v[2] or '' end
+    redis.call('HSET', key, F.state, to, F.changed, ctx.ts)
+    history_add(id, ctx.ts, to, node, msg)
     local m = master_of(id)
     local ck, prefix = m and K.task(m) or K.job(split_id(id)), m and 'i:' or 'c:'
     redis.call('HINCRBY', ck, prefix .. from, -1)
     redis.call('HINCRBY', ck, prefix .. to, 1)
+  else
+    redis.call('HSET', key, F.state, to, F.changed, ctx.ts)
   end
-  emit(kind, id, to)
+  emit(kind, id, from, to, node, msg, ctx.ts)
   local effects = (kind == 'job' and JOB_ON_ENTER or TASK_ON_ENTER)[to]
   for _, name in ipairs(effects) do EFFECT[name](id, from, to, ctx) end
 end
@@ -314,9 +354,9 @@ local function cancel_unit(id, ts, o, out)
   redis.call('HDEL', tk, 'cancel_requeue')
   if o.graceful and (st == S.Running or st == S.Canceling) then return end
   if st == S.Running then
-    enter('task', id, S.Canceling, {ts = ts})
     redis.call('HSET', tk, 'cancel_error', o.rmsg, 'cancel_force', o.force and '1' or '0',
                'cancel_grace', o.grace or '', 'cancel_time', ts)
+    enter('task', id, S.Canceling, {ts = ts, from = st})
     table.insert(out, redis.call('HGET', tk, F.celery_id) or '')
     table.insert(out, 'terminate')
   elseif st == S.Canceling then
@@ -488,15 +528,19 @@ local function end_attempt(id, token, outcome, exit_code, err, output, cpu_user,
   -- a lost attempt's processes may live on somewhere: with no token, its worker sees it is stale
   if outcome == O.lost then redis.call('HDEL', tk, F.token) end
   local out = {'ok', to, msg or ''}
+  if outcome == O.lost then redis.call('HINCRBY', K.STATS, ST.attempts_lost, 1) end
   if to == S.Queued then
     redis.call('HSET', tk, 'last_error', msg)
     -- a rerun counts; an attempt that never started was not run, so it does not
-    enter('task', id, S.Queued, {ts = ts, from = st, count = st ~= S.Dispatching and 'auto_requeue_count' or nil})
+    local rerun = st ~= S.Dispatching
+    if rerun then redis.call('HINCRBY', K.STATS, ST.attempts_rerun, 1) end
+    enter('task', id, S.Queued, {ts = ts, from = st, msg = msg,
+                                 count = rerun and 'auto_requeue_count' or nil})
     job_refresh(j, ts)
   elseif to == S.Failed and requeue then
     -- a requeue waited on this stop: straight back to the queue (a job cancel drops the wait)
     job_reopen(j, ts)
-    enter('task', id, S.Queued, {ts = ts, count = 'requeue_count'})
+    enter('task', id, S.Queued, {ts = ts, msg = msg or '', count = 'requeue_count'})
     out[2] = S.Queued
     job_refresh(j, ts)
   else

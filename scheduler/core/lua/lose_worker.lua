@@ -15,7 +15,8 @@ for _, id in ipairs(redis.call('SMEMBERS', K.worker_tasks(w))) do
 end
 local ws = redis.call('HGET', K.worker(w), F.state)
 if ws ~= WS.lost and ws ~= WS.stopped then
-  redis.call('HSET', K.worker(w), F.state, WS.lost, 'lost_at', now())
-  emit('worker', w, WS.lost)
+  local ts = now()
+  redis.call('HSET', K.worker(w), 'lost_at', ts)
+  worker_enter(w, ws or '', WS.lost, msg, ts)
 end
 return revokes
