@@ -21,6 +21,7 @@ from scheduler.errors import HpcqError, RedisUnavailable
 from scheduler.api.model import Msg
 from scheduler.settings import Settings
 from scheduler.core.store import Store
+from scheduler.display import Display, url_secrets
 from scheduler.transport import make_celery, publish_revokes, send_attempt
 
 log = logging.getLogger("hpcq.scheduler")
@@ -31,6 +32,7 @@ class Dispatcher:
         self.settings = settings
         self.store = Store(settings.redis_url, timeout=settings.redis_timeout)
         self.celery = make_celery(settings.redis_url)
+        self.display = Display(self.store.redis, secrets=url_secrets(settings.redis_url))
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stopping = threading.Event()
         self.leading = False
@@ -61,9 +63,10 @@ class Dispatcher:
     def fill(self, worker: str, want: int) -> int:
         """Hand up to ``want`` queued tasks to ``worker`` (the script caps it at its free slots)."""
         attempts = self.store.dispatch(worker, want)
+        shown = self.display.argsreprs(attempts) if attempts else {}
         for k, (task_id, token, celery_id) in enumerate(attempts):
             try:
-                send_attempt(self.celery, worker, task_id, token, celery_id)
+                send_attempt(self.celery, worker, task_id, token, celery_id, shown.get(task_id))
             except OperationalError:
                 # Not sent: queue them again now rather than after dispatch_timeout.
                 for tid, tok, _ in attempts[k:]:

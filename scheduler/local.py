@@ -120,7 +120,8 @@ class Child:
 class LocalCluster:
     def __init__(self, redis_url: str | None = None, workers: int = 2,
                  concurrency: int | None = None, port: int | None = None,
-                 state_dir: str | None = None):
+                 state_dir: str | None = None, flower_port: int | None = None):
+        """``flower_port``: also run ``hpcq flower`` there (on 127.0.0.1; None: no Flower)."""
         settings = get_settings()
         #: ``--redis`` as given; a password from HPCQ_REDIS_PASSWORD_FILE is added in memory only.
         self.external_url = redis_url
@@ -134,6 +135,8 @@ class LocalCluster:
         self.log_dir = os.path.join(self.state_dir, "log")
         self.redis: Child | None = None
         self.scheduler: Child | None = None
+        self.flower_port = flower_port
+        self.flower: Child | None = None
         self.worker_children: list[Child] = []
         self.stop_requested = threading.Event()
         self.stop_signal: int | None = None
@@ -232,6 +235,9 @@ class LocalCluster:
             self._lock_state_dir()
             url = self.start_redis()
         self.scheduler = self.spawn(url, "scheduler", ["scheduler"])
+        if self.flower_port:
+            # loopback only unless FLOWER_BASIC_AUTH is set; the URL stays in the environment
+            self.flower = self.spawn(url, "flower", ["flower", "--port", str(self.flower_port)])
         host = socket.gethostname()
         for k in range(1, self.workers + 1):
             args = ["worker", "--hostname", f"w{k}@{host}"]
@@ -242,7 +248,7 @@ class LocalCluster:
 
     # --- run and stop ---------------------------------------------------------------------
     def children(self) -> list[Child]:
-        return [c for c in [*self.worker_children, self.scheduler, self.redis] if c]
+        return [c for c in [*self.worker_children, self.scheduler, self.flower, self.redis] if c]
 
     def _on_signal(self, signum, frame) -> None:
         self.stop_signal = signum
@@ -267,6 +273,8 @@ class LocalCluster:
             what = "" if self.external_url else f"Redis (data in {self.state_dir}), "
             say(f"{what}a scheduler and {self.workers} worker(s) are running; logs in "
                 f"{self.log_dir}. Ctrl-C stops them.")
+            if self.flower:
+                say(f"Flower: http://127.0.0.1:{self.flower_port}")
             while not self.stop_requested.wait(0.25):
                 dead = [c for c in self.children() if not c.alive()]
                 if dead:
@@ -309,8 +317,9 @@ class LocalCluster:
         """The scheduler first, so nothing more is dispatched to workers that are going away;
         then the workers (their tasks need Redis to record how they ended); then Redis.
         A second Ctrl-C skips the remaining grace periods."""
-        if self.scheduler:
-            self._stop_group([self.scheduler], Rung(signal.SIGTERM, OTHER_STOP, root_only=True))
+        if self.scheduler or self.flower:
+            self._stop_group([self.scheduler, self.flower],
+                             Rung(signal.SIGTERM, OTHER_STOP, root_only=True))
         if self.worker_children:
             self._stop_group(self.worker_children,
                              Rung(signal.SIGTERM, self.worker_warm, root_only=True),

@@ -34,10 +34,12 @@ def make_celery(redis_url: str) -> Celery:
     return app
 
 
-def send_attempt(app: Celery, worker: str, task_id: str, token: str, celery_id: str) -> None:
+def send_attempt(app: Celery, worker: str, task_id: str, token: str, celery_id: str,
+                 argsrepr: str | None = None) -> None:
+    """``argsrepr``: what Flower shows as the args (``scheduler/display.py``), display only."""
     queue = keys.worker_queue(worker)
     app.send_task(RUN_TASK, args=[task_id, token], task_id=celery_id, queue=queue,
-                  routing_key=queue)
+                  routing_key=queue, argsrepr=argsrepr)
 
 
 def celery_id(task_id: str, token: str) -> str:

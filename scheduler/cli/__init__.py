@@ -16,6 +16,7 @@ from scheduler.errors import HpcqError, RedisUnavailable
 from scheduler.cli import common
 from scheduler.cli.common import redis_option
 from scheduler.cli.daemons import scheduler_cmd, up_cmd, worker_cmd
+from scheduler.cli.flower import flower_cmd
 from scheduler.cli.jobs import job_group
 from scheduler.cli.nodes import node_group
 from scheduler.cli.render import fail
@@ -43,6 +44,7 @@ def cli():
 for command in (job_group, task_group, node_group, scheduler_cmd, worker_cmd, up_cmd):
     cli.add_command(command)
 cli.add_command(watch_cmd)
+cli.add_command(flower_cmd)
 
 
 def _fail(message: str, code: int, exc: BaseException | None = None) -> None:

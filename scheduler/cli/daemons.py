@@ -54,8 +54,11 @@ def worker_cmd(concurrency, hostname, metrics_port, metrics_address):
               help="Port of the embedded Redis [default: the last one used, or a free one].")
 @click.option("--state-dir", metavar="D", help="Data and logs of the embedded Redis "
               "[default: $HPCQ_STATE_DIR or ~/.local/state/hpcq].")
+@click.option("--flower", is_flag=True, help="Also run Flower (hpcq flower) on 127.0.0.1.")
+@click.option("--flower-port", type=click.IntRange(min=1, max=65535), metavar="P",
+              help="Flower's port [default: 5555, or a free one if taken]; implies --flower.")
 @redis_option(help="Use this Redis instead of starting one (HPCQ_REDIS_URL is not used).")
-def up_cmd(workers, concurrency, port, state_dir):
+def up_cmd(workers, concurrency, port, state_dir, flower, flower_port):
     """Run a local cluster: Redis (embedded unless --redis), a scheduler and N workers.
 
     Stops all of them on Ctrl-C or SIGTERM."""
@@ -63,6 +66,8 @@ def up_cmd(workers, concurrency, port, state_dir):
     ctx = click.get_current_context()
     url = ctx.meta.get("hpcq.redis")
     cfg = common.settings()
+    from scheduler.cli.flower import flower_port_for
     cluster = LocalCluster(redis_url=url, workers=workers, concurrency=concurrency, port=port,
-                           state_dir=state_dir or cfg.state_dir)
+                           state_dir=state_dir or cfg.state_dir,
+                           flower_port=flower_port_for(flower, flower_port))
     raise SystemExit(cluster.run())
