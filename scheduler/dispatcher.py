@@ -22,6 +22,7 @@ from scheduler.api.model import Msg
 from scheduler.settings import Settings
 from scheduler.core.store import Store
 from scheduler.display import Display, url_secrets
+from scheduler.retention import Retention
 from scheduler.transport import make_celery, publish_revokes, send_attempt
 
 log = logging.getLogger("hpcq.scheduler")
@@ -42,6 +43,7 @@ class Dispatcher:
         self.clock_offset = 0.0
         #: Since when this scheduler has reached Redis without a break.
         self.connected_since = time.monotonic()
+        self.retention = Retention(self.store, settings.job_retention)
 
     def tick(self) -> int:
         """A full pass: expire job runtimes, then fill every live worker's free slots."""
@@ -52,6 +54,9 @@ class Dispatcher:
             self.clock_offset = self.store.time() - time.time()
             self.reclaim()
             self.reclaim_at = now + min(1.0, self.settings.worker_timeout / 4)
+        purged = self.retention.step(now + self.clock_offset)
+        if purged:
+            log.info("purged %d job(s) ended more than %g s ago", purged, self.settings.job_retention)
         sent = 0
         workers = self.store.live_workers(now + self.clock_offset - self.settings.worker_timeout)
         self.live = {name for name, _, _ in workers}

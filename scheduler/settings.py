@@ -15,7 +15,26 @@ def _env(name: str, default, cast=str):
     raw = os.environ.get(f"HPCQ_{name.upper()}")
     if raw is None or raw == "":
         return default
-    return cast(raw)
+    try:
+        return cast(raw)
+    except ValueError:
+        from scheduler.errors import InvalidInput
+        kind = ("an integer" if cast is int else "a number" if cast is float else
+                "a duration (90, 90s, 15m, 12h, 5d)" if cast is duration else cast.__name__)
+        raise InvalidInput(f"HPCQ_{name.upper()}={raw!r} is not {kind}") from None
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``12h`` or ``5d`` (ValueError otherwise)."""
+    text = str(text).strip().lower()
+    unit = _UNITS.get(text[-1:], None)
+    number = float(text[:-1] if unit else text)
+    if number < 0 or number != number:
+        raise ValueError(text)
+    return number * (unit or 1)
 
 
 @dataclass(frozen=True)
@@ -64,6 +83,10 @@ class Settings:
     #: Where a worker keeps each attempt's whole output (``hpcq task output`` reads it there).
     spool_dir: str = field(default_factory=lambda: _env("spool_dir", os.path.join(
         os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "hpcq", "spool")))
+    #: How long a Finished, Failed or Canceled job is kept before the scheduler deletes it with
+    #: all its task records (HPC Pack keeps them 5 days); ``90s``, ``15m``, ``12h``, ``5d``;
+    #: 0 keeps them forever.
+    job_retention: float = field(default_factory=lambda: _env("job_retention", 5 * 86400.0, duration))
     #: Where ``hpcq up`` keeps its embedded Redis data.
     state_dir: str = field(default_factory=lambda: _env(
         "state_dir", os.path.join(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "hpcq")))
@@ -77,6 +100,23 @@ class Settings:
     def masked_url(self) -> str:
         """The Redis URL as logs, ``ps`` and error messages may show it."""
         return mask_url(self.redis_url)
+
+    @staticmethod
+    def env_name(field_name: str) -> str:
+        """The environment variable that sets ``field_name``: ``HPCQ_<NAME>``."""
+        return f"HPCQ_{field_name.upper()}"
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """Every variable hpcq reads -> the field it sets (what a deployment may set)."""
+        return {cls.env_name(f.name): f.name for f in dataclasses.fields(cls)}
+
+    def public(self) -> dict[str, object]:
+        """Every setting as it may be shown: the Redis URL with its password masked (a password
+        file is shown by its path, never its content)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["redis_url"] = self.masked_url
+        return values
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})

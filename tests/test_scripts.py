@@ -717,6 +717,32 @@ def _(rig, r):
     return lambda: rig.cancel_task(uid, mode="revoke", token=tok)
 
 
+@refusal("purge_job/STATE-queued-job", InvalidState, "Only Finished, Failed or Canceled jobs can be purged")
+def _(rig, r):
+    j = rig.job({})
+    return lambda: rig.store.purge_job(j, 1000)
+
+
+@refusal("purge_job/NOTFOUND", NotFound, "does not exist")
+def _(rig, r):
+    return lambda: rig.store.purge_job(999, 1000)
+
+
+@refusal("purge_job/young", None, None, reply=("young", 0))
+def _(rig, r):
+    j = rig.job({})
+    rig.store.cancel_job(j, "q", "r", "e")
+    return lambda: rig.store.purge_job(j, 1000, ended_before=0.0)
+
+
+@refusal("requeue_task/NOTFOUND-purged-job", NotFound, r"^job \d+ does not exist$")
+def _(rig, r):
+    j = rig.job({}, {})
+    rig.store.cancel_job(j, "q", "r", "e")
+    rig.store.purge_job(j, 1)      # the job record is gone at once; task 1's record is not yet
+    return lambda: rig.store.requeue_task(f"{j}.1", "m")
+
+
 @pytest.mark.parametrize("name", list(REFUSALS))
 def test_refusal_changes_nothing(name, rig, r, raw):
     setup, raises, match, reply, may_accept = REFUSALS[name]

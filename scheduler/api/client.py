@@ -17,6 +17,7 @@ from scheduler.core.ids import TaskId, parse_job_id
 from scheduler.core.schema import cancel_texts
 from scheduler.api.model import (MAX_CANCEL_MESSAGE, JobSpec, Msg, Priority, TaskSpec, check_cancel_message,
                     resolve_dependencies)
+from scheduler import retention
 from scheduler.api import events as _events, nodes, reasons
 from scheduler.api.records import JobView, TaskView, instance_record
 from scheduler.settings import Settings, get_settings, mask_url
@@ -228,6 +229,15 @@ class Scheduler:
         if wait:
             job.wait(timeout=self._cancel_timeout(timeout, grace) if not graceful else timeout)
         return job.refresh()
+
+    def purge_job(self, job_id) -> None:
+        """Delete an ended job and all its records now (retention does it after
+        ``job_retention``); InvalidState if it has not ended."""
+        retention.purge(self.store, parse_job_id(job_id))
+
+    def purge_jobs(self, older_than: float, on_job=None) -> list[int]:
+        """Delete every job that ended more than ``older_than`` seconds ago; their ids."""
+        return retention.purge_older(self.store, self.store.time() - older_than, on_job)
 
     def requeue_job(self, job_id, wait: bool = True, timeout: float | None = None) -> "Job":
         job = self.get_job(job_id)

@@ -201,6 +201,7 @@ class TaskView:
             "output": self.output, "error_message": self.error_message,
             "submit_time": self.submit_time, "start_time": self.start_time,
             "end_time": self.end_time, "node": self.node, "pid": self.pid, "spool": self.spool,
+            "celery_id": self.celery_id,
             "cpu_user": self.cpu_user, "cpu_kernel": self.cpu_kernel,
             "peak_memory": self.peak_memory, "requeue_count": self.requeue_count,
             "auto_requeue_count": self.auto_requeue_count,

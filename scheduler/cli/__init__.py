@@ -15,6 +15,7 @@ from scheduler.api.client import unreachable_message
 from scheduler.errors import HpcqError, RedisUnavailable
 from scheduler.cli import common
 from scheduler.cli.common import redis_option
+from scheduler.cli.config import config_cmd
 from scheduler.cli.daemons import scheduler_cmd, up_cmd, worker_cmd
 from scheduler.cli.flower import flower_cmd
 from scheduler.cli.jobs import job_group
@@ -41,10 +42,10 @@ def cli():
     """
 
 
-for command in (job_group, task_group, node_group, scheduler_cmd, worker_cmd, up_cmd):
+for command in (job_group, task_group, node_group, scheduler_cmd, worker_cmd, up_cmd, config_cmd):
     cli.add_command(command)
-cli.add_command(watch_cmd)
 cli.add_command(flower_cmd)
+cli.add_command(watch_cmd)
 
 
 def _fail(message: str, code: int, exc: BaseException | None = None) -> None:
@@ -74,6 +75,10 @@ def main(argv: list[str] | None = None) -> None:
         OperationalError = ()
     try:
         rv = cli.main(args=argv, prog_name="hpcq", standalone_mode=False)
+    except BrokenPipeError:
+        # the reader went away (`hpcq ... | head`): stop quietly, as a tool killed by SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(128 + 13)
     except RedisUnavailable as exc:
         _fail(_unreachable(exc), exc.exit_code, exc)
     except HpcqError as exc:

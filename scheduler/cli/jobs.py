@@ -11,6 +11,7 @@ import click
 from scheduler.api.model import MAX_CANCEL_MESSAGE, TaskSpec
 from scheduler.core.states import JOB_END, JobState
 from scheduler.errors import NotFound
+from scheduler.settings import duration
 from scheduler.cli import common, render, stopping
 from scheduler.cli.common import json_option, redis_option
 from scheduler.cli.progress import Counter, wait_for_job
@@ -291,3 +292,39 @@ def _print_state(obj, as_json: bool) -> None:
         render.emit_json(obj.to_dict())
     else:
         click.echo(f"{obj.id} {obj.state.value}")
+
+
+@job_group.command("purge")
+@click.argument("job", required=False)
+@click.option("--older-than", metavar="DURATION",
+              help="Every job that ended more than this long ago (90s, 15m, 12h, 5d).")
+@redis_option
+@json_option
+def job_purge(job, older_than, as_json):
+    """Delete ended jobs and all their task records now (the scheduler does it by itself after
+    HPCQ_JOB_RETENTION).  Only Finished, Failed and Canceled jobs can be purged.
+
+    \b
+    hpcq job purge 3
+    hpcq job purge --older-than 1d
+    """
+    if (job is None) == (older_than is None):
+        raise click.UsageError("give a JOB or --older-than DURATION (one of them)")
+    s = common.connect()
+    if job is not None:
+        s.purge_job(job)
+        purged = [int(job)]
+    else:
+        try:
+            age = duration(older_than)
+        except ValueError:
+            raise click.BadParameter(f"{older_than!r} is not a duration (90s, 15m, 12h, 5d)",
+                                     param_hint="--older-than") from None
+        with render.counting("purging jobs", quiet=as_json) as count:
+            purged = s.purge_jobs(age, on_job=count)
+    if as_json:
+        render.emit_json({"purged": [str(j) for j in purged]})
+    elif job is not None:
+        click.echo(f"{job} purged")
+    else:
+        click.echo(f"{len(purged)} job(s) purged")

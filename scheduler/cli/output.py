@@ -85,6 +85,8 @@ def _print_once(task: Task) -> None:
     for stream, path in sources(task):
         try:
             _copy(stream, path, 0)
+        except BrokenPipeError:
+            raise                      # our reader is gone, not the file
         except OSError as exc:
             if path == task.spool:
                 _unreadable(task, path, exc)
@@ -103,6 +105,8 @@ def _follow(task: Task) -> None:
         for stream, path in sources(task):
             try:
                 positions[path] = _copy(stream, path, positions.get(path, 0))
+            except BrokenPipeError:
+                raise
             except FileNotFoundError:
                 if ended and path == task.spool:
                     _unreadable(task, path, FileNotFoundError(2, "no such file"))

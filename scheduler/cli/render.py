@@ -29,6 +29,28 @@ def waiting(what: str):
     return err.status(what) if err.is_terminal else contextlib.nullcontext()
 
 
+def counting(what: str, quiet: bool = False):
+    """A live count on a terminal while a long operation goes item by item: ``with
+    counting("purging jobs") as count: ... count(item)``; nothing when stderr is no terminal."""
+    import contextlib
+
+    from rich.console import Console
+    err = Console(stderr=True, highlight=False)
+
+    @contextlib.contextmanager
+    def live():
+        n = [0]
+        if quiet or not err.is_terminal:
+            yield lambda _item=None: None
+            return
+        with err.status(f"{what}: 0") as status:
+            def count(_item=None):
+                n[0] += 1
+                status.update(f"{what}: {n[0]}")
+            yield count
+    return live()
+
+
 def bold(text: str) -> str:
     return click.style(text, bold=True) if _tty() else text
 
@@ -131,7 +153,7 @@ def show_task(task: TaskView) -> None:
         ("Depends on", ",".join(task.depends_on)),
         ("Rerunnable", "yes" if task.is_rerunnable else "no"),
         ("Exit code", task.exit_code), ("Error message", task.error_message),
-        ("Node", task.node), ("Pid", task.pid),
+        ("Node", task.node), ("Pid", task.pid), ("Celery id", task.celery_id),
         ("Submitted", fmt_time(task.submit_time)), ("Started", fmt_time(task.start_time)),
         ("Ended", fmt_time(task.end_time)), ("Elapsed", fmt_duration(task.start_time, task.end_time)),
         ("CPU user", "" if task.cpu_user is None else f"{task.cpu_user:.2f} s"),

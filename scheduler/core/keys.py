@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from scheduler.core.schema import KEYS, PREFIX, key
 
-JOB_SEQ, JOBS, QUEUE, SEQ, ATTEMPT, WORKERS, DEADLINES, LEADER, WAKEUP, EVENTS = (
+JOB_SEQ, JOBS, QUEUE, SEQ, ATTEMPT, WORKERS, DEADLINES, LEADER, WAKEUP, EVENTS, ENDED, PURGING = (
     key(n) for n in ("JOB_SEQ", "JOBS", "QUEUE", "SEQ", "ATTEMPT", "WORKERS", "DEADLINES",
-                     "LEADER", "WAKEUP", "EVENTS"))
+                     "LEADER", "WAKEUP", "EVENTS", "ENDED", "PURGING"))
 
 
 def job(job_id) -> str:
@@ -55,4 +55,4 @@ def worker_queue(name: str) -> str:
 
 __all__ = ["KEYS", "PREFIX", "key", "job", "job_waiting", "task", "sweep_active", "sweep_redo",
            "sweep_ended", "task_rdeps", "worker", "worker_tasks", "worker_queue", "JOB_SEQ",
-           "JOBS", "QUEUE", "SEQ", "ATTEMPT", "WORKERS", "DEADLINES", "LEADER", "WAKEUP", "EVENTS"]
+           "JOBS", "QUEUE", "SEQ", "ATTEMPT", "WORKERS", "DEADLINES", "LEADER", "WAKEUP", "EVENTS", "ENDED", "PURGING"]

@@ -133,8 +133,9 @@ TASK_ON_ENTER: dict[TaskState, tuple[str, ...]] = {
     T.Failed: ("unplace", "leave_worker", "ended"),
     T.Canceled: ("unplace", "leave_worker", "ended"),
 }
-#:   job_ended     end time, runtime deadline dropped
-#:   job_reopened  a new run: end time, error and start time cleared (the clock starts again)
+#:   job_ended     end time, runtime deadline dropped, kept for retention (ENDED)
+#:   job_reopened  a new run: end time, error and start time cleared (the clock starts again),
+#:                 out of retention
 JOB_ON_ENTER: dict[JobState, tuple[str, ...]] = {
     J.Configuring: (), J.Submitted: (), J.Validating: (), J.Running: (), J.Canceling: (),
     J.Queued: ("job_reopened",),
@@ -178,6 +179,9 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "WAKEUP": ("wakeup", "list", "nudges for the dispatcher"),
     "EVENTS": ("events", "stream", "every state change (EVENT_FIELDS), the last ~EVENTS_KEEP"),
     "STATS": ("stats", "hash", "cluster-wide counters since the database was created (STATS)"),
+    "ENDED": ("ended", "zset", "ended job id -> its end time (what retention purges, oldest first)"),
+    "PURGING": ("purging", "set", "jobs whose records are being deleted (resumed by any scheduler)"),
+    "job_purge": ("purge:{}", "hash", "a job being purged: t, i = the task and instance left to delete"),
 }
 
 #: Hash fields that more than one script, or Python and Lua, read: named once here.
@@ -278,6 +282,7 @@ class Msg:
     cannot_add = "Tasks can only be added to a job in the Configuring state; job {} is {}."
     job_changed = "job {} changed while it was being submitted"
     job_has_no_tasks = "job {} has no tasks: add one first (hpcq job add {} -- COMMAND)"
+    cannot_purge = "Only Finished, Failed or Canceled jobs can be purged; job {} is {}."
     task_not_configuring = "task {} is {}, not Configuring"
     instance_cut = "Sweep instance {} was canceled with its master; requeue the master {}."
     job_cannot_requeue_tasks = "Tasks of a job in the {} state cannot be requeued."
@@ -325,6 +330,10 @@ def _keys() -> list[str]:
             out.append(f"function K.{name}(a) return {json.dumps(f'{PREFIX}:{head}')} .. a{tail_lua} end")
         else:
             out.append(f"K.{name} = {json.dumps(key(name))}")
+    # every key of one task (or instance) and of one job, for what deletes them all (purge)
+    for kind in ("task", "job"):
+        names = [n for n, (shape, _, _) in KEYS.items() if shape.startswith(kind + ":{}")]
+        out.append(f"local {kind.upper()}_KEYS = {{{','.join(json.dumps(n) for n in names)}}}")
     head, _, tail = CELERY_ID.partition("{}")
     mid, _, end = tail.partition("{}")
     out.append(f"local function celery_id(id, token) return {json.dumps(head)} .. id .. "

@@ -24,7 +24,7 @@ _CODES = {"NOTFOUND": NotFound, "STATE": InvalidState, "NOTRERUN": InvalidState,
           "INPUT": InvalidInput, "RETRY": InvalidState, "ILLEGAL": InvalidState}
 SCRIPTS = ("create_job", "add_task", "submit", "dispatch", "start", "finish", "cancel_task",
            "cancel_job", "requeue_task", "requeue_job", "lease", "heartbeat", "lose_worker",
-           "leave")
+           "purge_job", "leave")
 
 
 @functools.cache
@@ -239,6 +239,22 @@ class Store:
 
     def due_jobs(self, now: float) -> list[int]:
         return [int(j) for j in self._do(self.redis.zrangebyscore, keys.DEADLINES, 0, now)]
+
+    def purge_job(self, job_id: int, budget: int, ended_before: float | None = None) -> tuple[str, int]:
+        """One step of deleting an ended job's records: ('done' | 'more' | 'young', keys
+        deleted).  'young': it ended at or after ``ended_before``, nothing was done."""
+        status, deleted = self.call("purge_job", [job_id, budget, "" if ended_before is None
+                                                  else repr(ended_before)])
+        return status, int(deleted)
+
+    def ended_jobs(self, before: float, limit: int) -> list[int]:
+        """Jobs that ended before ``before``, oldest first."""
+        return [int(j) for j in self._do(self.redis.zrangebyscore, keys.ENDED, "-inf",
+                                         f"({before!r}", start=0, num=limit)]
+
+    def purging_jobs(self) -> list[int]:
+        """Jobs whose purge was begun and not finished (a client or scheduler stopped midway)."""
+        return sorted(int(j) for j in self._do(self.redis.smembers, keys.PURGING))
 
     def wait_wakeup(self, timeout: float) -> set[str]:
         """Block until nudged (or ``timeout``); the worker names nudged, '*' meaning all."""

@@ -320,11 +320,15 @@ end
 function EFFECT.job_ended(j, from, to, ctx)
   redis.call('HSET', K.job(j), 'end_time', ctx.ts)
   redis.call('ZREM', K.DEADLINES, j)
+  redis.call('ZADD', K.ENDED, ctx.ts, j)
 end
 
 function EFFECT.job_reopened(j, from, to, ctx)
   -- a new run: its clock (and runtime limit) starts again when a task next runs
-  if JOB_END[from] then redis.call('HDEL', K.job(j), 'end_time', 'error', 'start_time') end
+  if JOB_END[from] then
+    redis.call('HDEL', K.job(j), 'end_time', 'error', 'start_time')
+    redis.call('ZREM', K.ENDED, j)
+  end
 end
 
 -- A requeued task brings its ended job back to Queued.

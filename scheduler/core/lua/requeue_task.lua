@@ -6,7 +6,7 @@ local tk = K.task(id)
 local st = unit_state(id)
 if not st then fail('NOTFOUND', string.format(MSG.task_not_found, id)) end
 local j, t, i = split_id(id)
-local jst = redis.call('HGET', K.job(j), F.state)
+local jst = job_state(j)     -- refuses a task of a job that was purged
 -- a job canceled while Configuring was never submitted (no queue score, no dependencies)
 if jst ~= S.Configuring and redis.call('HEXISTS', K.job(j), 'submit_time') == 0 then
   fail('STATE', string.format(MSG.task_never_submitted, id))
