@@ -6,15 +6,21 @@ Redis stays the system of record; a Celery message only says "run attempt <token
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import TYPE_CHECKING
 
 from scheduler.core import keys
 from scheduler.core.schema import CELERY_ID
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 RUN_TASK = "hpcq.run"
 
 
-def make_celery(redis_url: str) -> Celery:
+def make_celery(redis_url: str) -> "Celery":
+    # imported here: most hpcq commands never talk to Celery, and importing it costs ~150 ms
+    # of every command's start
+    from celery import Celery
     app = Celery("hpcq", broker=redis_url, set_as_current=False)
     app.conf.update(
         task_serializer="json",

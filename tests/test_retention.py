@@ -87,7 +87,7 @@ def _memory(r) -> int:
 
 
 def test_memory_returns_to_baseline_after_purging_a_thousand_jobs(redis_server):
-    with running_cluster(redis_server, workers=(("r2@hpcq-retention", 4),)) as c:
+    with running_cluster(redis_server, workers=(("r2@hpcq-retention", 8),)) as c:
         url, r = c.redis_url, c.r
         api = Scheduler.connect(url)
         warm = api.submit({"command": "true"})

@@ -6,17 +6,15 @@ then published as Celery revokes; the call waits for the end state unless ``wait
 
 from __future__ import annotations
 
-import dataclasses
 import getpass
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping, Union
-
+from typing import Callable, Iterable, Iterator
 
 from scheduler.errors import InvalidInput, InvalidState, NotFound, RedisUnavailable, WaitTimeout
 from scheduler.core.ids import TaskId, parse_job_id
 from scheduler.core.schema import cancel_texts
-from scheduler.api.model import (MAX_CANCEL_MESSAGE, JobSpec, Msg, Priority, TaskSpec, check_cancel_message,
-                    resolve_dependencies)
+from scheduler.api.model import (MAX_CANCEL_MESSAGE, JobSpec, Msg, Priority, TaskSpec,
+                                 check_cancel_message)
 from scheduler import retention
 from scheduler.api import events as _events, nodes, reasons
 from scheduler.api.records import JobView, TaskView, instance_record
@@ -24,6 +22,7 @@ from scheduler.settings import Settings, get_settings, mask_url
 from scheduler.core.states import JOB_END, TASK_END, JobState, TaskState
 from scheduler.core.store import Store
 from scheduler.api.connection import check_url, unreachable_message  # noqa: F401  (re-exported)
+from scheduler.api.submission import TaskInput, submission_checks, task_specs
 from scheduler.transport import make_celery, parse_celery_id, publish_revokes
 
 #: Queue score bands: higher priority sorts first, then submission order.
@@ -40,62 +39,6 @@ def _band(priority: Priority) -> int:
 # --- the texts a cancel records ---------------------------------------------------------------
 #: The message of the cancel that stops a running attempt when it is requeued.
 REQUEUE_MESSAGE = "Requeued."
-
-
-# --- submission checks ------------------------------------------------------------------------
-#: What ``Scheduler.submit`` takes for one task: a TaskSpec, or a mapping of TaskSpec's fields.
-TaskInput = Union[TaskSpec, Mapping[str, Any]]
-
-
-def task_spec(task: TaskInput, label: str | None = None) -> TaskSpec:
-    """A validated copy of ``task`` (a TaskSpec is checked again: its fields may have been
-    changed since it was made).  ``label`` ("task 2") starts the message of an error."""
-    def refuse(text: str):
-        return InvalidInput(f"{label}: {text}" if label else text)
-    if not isinstance(task, (TaskSpec, Mapping)):
-        raise refuse(f"a task must be a TaskSpec or a mapping of its fields, not {type(task).__name__}")
-    if isinstance(task, Mapping):
-        names = [f.name for f in dataclasses.fields(TaskSpec)]
-        unknown = sorted(str(k) for k in task if k not in names)
-        if unknown:
-            raise refuse(f"unknown task field(s) {', '.join(unknown)}: the fields are {', '.join(names)}")
-        if "command" not in task:
-            raise refuse("a task needs a non-empty command")
-    try:
-        return dataclasses.replace(task) if isinstance(task, TaskSpec) else TaskSpec(**task)
-    except InvalidInput as exc:
-        if not label:
-            raise
-        raise type(exc)(f"{label}: {exc}") from None
-    except (TypeError, ValueError) as exc:  # a field of the wrong type
-        raise refuse(str(exc)) from None
-
-
-def task_specs(tasks: "TaskInput | Iterable[TaskInput]") -> list[TaskSpec]:
-    """Validated specs of one task or a sequence of tasks; when there are several, an error
-    names the task's number."""
-    if isinstance(tasks, (TaskSpec, Mapping)):
-        return [task_spec(tasks)]
-    if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
-        raise InvalidInput("tasks must be a TaskSpec, a mapping of its fields, or a list of them")
-    items = list(tasks)
-    if not items:
-        raise InvalidInput("a job needs at least one task")
-    return [task_spec(t, f"task {n}" if len(items) > 1 else None) for n, t in enumerate(items, 1)]
-
-
-def submission_checks(specs: list[TaskSpec], job_runtime: int | None,
-                      job_id: int | None = None) -> list[list[int]]:
-    """What a job's tasks are checked for, as a whole, when it is submitted: no task's runtime
-    over the job's, dependencies on names of the job's tasks and without a cycle.  Returns each
-    task's dependencies (task numbers), as the submit script takes them.  Reads nothing."""
-    if job_runtime:
-        for n, s in enumerate(specs, 1):
-            if s.runtime and s.runtime > job_runtime:
-                label = f"{job_id}.{n}" if job_id is not None else str(n)
-                raise InvalidInput(f"task {label}'s runtime ({s.runtime} s) is greater than the "
-                                   f"job's runtime ({job_runtime} s)")
-    return resolve_dependencies(specs)
 
 
 def _one_line(text: str) -> str:
