@@ -29,16 +29,15 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 import redis
 
 from scheduler.core import keys
+from tests.support.up import EXPORT, Up
 from tests.support import MARKER_VAR, assert_no_leftovers, die_with_parent, new_marker, wait_until
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -46,8 +45,6 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 SECTIONS = ("Quick start", "A walk-through", "Cancel and requeue", "The same from Python")
 #: The URL the Python block connects to: the one text the test replaces (with the cluster's).
 README_URL = "redis://127.0.0.1:6379/0"
-#: What ``hpcq up`` prints for the other shells (the test applies it as the README says).
-EXPORT = re.compile(r"^export HPCQ_REDIS_URL=(redis://127\.0\.0\.1:\d+/\d+)$", re.M)
 #: Seconds for the whole README to run (it takes about a minute).
 SESSION_TIMEOUT = 150
 BLOCK_MARK = "@@README block {}@@"
@@ -152,51 +149,6 @@ def test_readme_blocks_are_all_classified():
 
 
 # --- the cluster -------------------------------------------------------------------------------
-
-class Up:
-    """The README's ``hpcq up`` command, its output drained by threads."""
-
-    def __init__(self, argv: list[str], env: dict, cwd):
-        self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True, preexec_fn=die_with_parent)
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self.seen: dict[int, psutil.Process] = {}
-        for stream, sink in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
-            threading.Thread(target=self._drain, args=(stream, sink), daemon=True).start()
-
-    @staticmethod
-    def _drain(stream, sink):
-        for line in stream:
-            sink.append(line)
-
-    def export_line(self) -> str | None:
-        m = EXPORT.search("".join(self.out))
-        if m:
-            return m.group(0)
-        assert self.proc.poll() is None, f"hpcq up exited ({self.proc.returncode}): {''.join(self.err)}"
-        return None
-
-    def tree(self) -> list[psutil.Process]:
-        """Its descendants, every one seen so far (the end checks that they are all gone)."""
-        try:
-            for p in psutil.Process(self.proc.pid).children(recursive=True):
-                self.seen.setdefault(p.pid, p)
-        except psutil.Error:
-            pass
-        return list(self.seen.values())
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            for p in self.tree():
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
-            self.proc.kill()
-            self.proc.wait(10)
-
 
 def workers_online(url: str, want: int) -> bool:
     """``want`` workers registered and online, and a scheduler holding the lease (what a user

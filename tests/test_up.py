@@ -5,62 +5,17 @@ still running included, and no process of it is left."""
 from __future__ import annotations
 
 import os
-import re
 import signal
-import subprocess
 import sys
-import threading
 import time
 
 import psutil
 import pytest
 import redis
 
+from tests.support.up import Up
 from tests.support import MARKER_VAR, assert_no_leftovers, describe, free_port, new_marker, wait_until
 from scheduler import JobState, Scheduler, TaskState
-
-
-class Up:
-    """``python -m scheduler.cli up`` with its stdout and stderr drained by threads."""
-
-    def __init__(self, args, env):
-        self.proc = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "up", *args],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=env,
-                                     start_new_session=True)
-        self.out: list[str] = []
-        self.err: list[str] = []
-        for stream, sink in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
-            threading.Thread(target=self._drain, args=(stream, sink), daemon=True).start()
-
-    @staticmethod
-    def _drain(stream, sink):
-        for line in stream:
-            sink.append(line)
-
-    def url(self):
-        for line in list(self.out):
-            m = re.search(r"redis://127\.0\.0\.1:\d+/\d+", line)
-            if m:
-                return m.group(0)
-        assert self.proc.poll() is None, f"hpcq up exited: {''.join(self.err)}"
-        return None
-
-    def tree(self) -> list[psutil.Process]:
-        try:
-            return psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-
-    def kill(self):
-        if self.proc.poll() is None:
-            for p in self.tree():
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 def cmdlines(procs) -> list[str]:
@@ -81,7 +36,7 @@ def test_up_runs_a_job_and_stops_leaving_nothing(sig, tmp_path):
     state_dir = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPCQ_")}
     env.update({MARKER_VAR: marker, "PYTHONUNBUFFERED": "1", "HPCQ_TASK_CANCEL_GRACE_PERIOD": "2"})
-    up = Up(["--port", str(port), "--state-dir", str(state_dir), "--workers", "1",
+    up = Up([sys.executable, "-m", "scheduler.cli", "up", "--port", str(port), "--state-dir", str(state_dir), "--workers", "1",
              "--concurrency", "2"], env)
     try:
         url = wait_until(up.url, 60, "hpcq up to print the Redis URL")
