@@ -43,15 +43,25 @@ def purge_older(store: Store, ended_before: float,
             return done
 
 
+def _advance(store: Store, job_id: int, ended_before: float | None,
+             calls: float = float("inf")) -> tuple[str, int]:
+    """Purge one job until it is done or ``calls`` script calls are spent; returns (status,
+    calls made).  'young': it ended too recently; 'gone': requeued, or purged by someone else,
+    meanwhile.  Only the first call checks the age: later ones resume the begun purge."""
+    status, made = "more", 0
+    while status == "more" and made < calls:
+        made += 1
+        try:
+            status, _ = store.purge_job(job_id, BUDGET, ended_before)
+        except (InvalidState, NotFound):
+            return "gone", made
+        ended_before = None
+    return status, made
+
+
 def _finish(store: Store, job_id: int, ended_before: float | None) -> bool:
-    """Purge one job to the end unless it turned out too young (requeued meanwhile)."""
-    try:
-        status, _ = store.purge_job(job_id, BUDGET, ended_before)
-        while status == "more":
-            status, _ = store.purge_job(job_id, BUDGET)
-    except (InvalidState, NotFound):   # requeued, or purged by someone else meanwhile
-        return False
-    return status == "done"
+    """Purge one job to the end unless it turned out too young or gone."""
+    return _advance(store, job_id, ended_before)[0] == "done"
 
 
 class Retention:
@@ -75,14 +85,8 @@ class Retention:
             pending = [*pending, *((j, cutoff) for j in self.store.ended_jobs(cutoff, BATCH))]
         finished = 0
         for job_id, cutoff in pending:
-            status = "more"
-            while status == "more" and calls > 0:
-                calls -= 1
-                try:
-                    status, _ = self.store.purge_job(job_id, BUDGET, cutoff)
-                except (InvalidState, NotFound):   # requeued or purged meanwhile
-                    status = "gone"
-                cutoff = None
+            status, made = _advance(self.store, job_id, cutoff, calls)
+            calls -= made
             finished += status == "done"
             if calls <= 0:
                 self.at = 0.0           # more to do: come back on the next pass
