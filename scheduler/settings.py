@@ -83,6 +83,10 @@ class Settings:
     #: Where a worker keeps each attempt's whole output (``hpcq task output`` reads it there).
     spool_dir: str = field(default_factory=lambda: _env("spool_dir", os.path.join(
         os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "hpcq", "spool")))
+    #: How a worker measures a task's peak memory (``max_rss``): ``auto`` (a memory cgroup of
+    #: each attempt's own where the worker may create one, else sampling), ``cgroup`` (the same,
+    #: with a warning when none can be made), ``sampling`` (the process tree's RSS, sampled).
+    accounting: str = field(default_factory=lambda: _env("accounting", "auto"))
     #: How long a Finished, Failed or Canceled job is kept before the scheduler deletes it with
     #: all its task records (HPC Pack keeps them 5 days); ``90s``, ``15m``, ``12h``, ``5d``;
     #: 0 keeps them forever.

@@ -14,6 +14,7 @@ import time
 from contextlib import ExitStack
 
 import psutil
+from celery import signals
 from celery.exceptions import Ignore
 
 from scheduler.errors import RedisUnavailable
@@ -22,7 +23,7 @@ from scheduler.settings import get_settings
 from scheduler.core.store import Store
 from scheduler.transport import RUN_TASK, publish_revokes
 
-from . import supervisor
+from . import accounting, supervisor
 from .app import app, registry, store
 from .command import StartError, spawn
 from .output import excerpt
@@ -32,6 +33,11 @@ log = logging.getLogger("hpcq.worker")
 #: A command's main process exited by itself: what it left behind gets SIGTERM and this long to
 #: go before SIGKILL, and only then is the task recorded.
 LEFTOVERS_GRACE = 1.0
+
+
+@signals.worker_ready.connect
+def on_ready(sender=None, **kwargs):
+    log.info(accounting.describe(get_settings().accounting))
 
 
 class TaskFailed(Exception):
@@ -76,6 +82,7 @@ class Attempt:
         self.last_ok = time.monotonic()
         self.runtime_expired = False
         self.entry: dict = {}
+        self.acct: accounting.Accounting | None = None
 
     # SIGTERM from Celery (revoke with terminate), from a pool shutdown or from our worker.
     def on_term(self, signum, frame):
@@ -106,8 +113,9 @@ class Attempt:
             _, value, spec = reply
             self.last_ok = time.monotonic()
             proc = out = None
+            self.acct = accounting.Accounting(self.settings.accounting, self.token)
             try:
-                with ExitStack() as files:
+                with ExitStack() as files, self.acct.spawning():
                     proc, out, spool = spawn(spec, self.task_id, value, self.worker, cid,
                                              self.settings.redis_url, self.registry.path(cid, ".sh"),
                                              files, (self.settings.spool_dir, self.token))
@@ -122,19 +130,21 @@ class Attempt:
             supervisor.kill_now()
             return self.finish("lost", None, Msg.worker_failed.format(exc), "", None)
         finally:
+            if self.acct is not None:
+                self.acct.close()
             signal.signal(signal.SIGTERM, old)
             if os.getppid() != self.parent:
                 os._exit(1)     # the worker's main process is gone: this pool process goes too
 
     def supervise(self, proc, out, spool, spec: dict):
-        why, status, rusage = self.watch(proc.pid, float(spec.get("runtime") or 0), spool)
-        return self.conclude(why, status, rusage, out)
+        why, status = self.watch(proc.pid, float(spec.get("runtime") or 0), spool)
+        return self.conclude(why, status, out)
 
     def watch(self, pid: int, runtime: float, spool: str | None = None):
         """Wait for the command; whenever signaled and every poll interval ask ``check`` whether
         to stop it (and stop it at its runtime limit); the ``Stopper`` does the stopping.  Returns
-        why it was stopped ("cancel", "shutdown", "fence", or "exited": it ended by itself), its
-        wait status and rusage, once its main process is reaped and nothing of its tree is left:
+        why it was stopped ("cancel", "shutdown", "fence", or "exited": it ended by itself) and its
+        wait status, once its main process is reaped and nothing of its tree is left:
         what the main process left behind is stopped too (SIGTERM, ``LEFTOVERS_GRACE``, SIGKILL)."""
         cfg = self.settings
         self.waiter = w = supervisor.Waiter(pid)
@@ -142,7 +152,8 @@ class Attempt:
         now = time.monotonic()
         runtime_end = now + runtime if runtime else None
         next_poll = now + cfg.cancel_poll_interval
-        why = status = rusage = None
+        why = status = None
+        acct = self.acct
         if self.term:
             w.nudge()
         try:
@@ -152,18 +163,20 @@ class Attempt:
             pass
         try:
             while status is None or not tree.done():
-                wakes = [next_poll, tree.next_wake()]
+                wakes = [next_poll, tree.next_wake(), acct and acct.next_wake()]
                 if not why:
                     wakes += [runtime_end, self.fence_at()]
                 wake = min(t for t in wakes if t is not None)
                 exited, nudged = w.wait(wake - time.monotonic(), exited=status is not None)
                 if exited and status is None:
-                    _, status, rusage = os.wait4(pid, 0)
+                    _, status = os.waitpid(pid, 0)
                     if not why:
                         why = "exited"
                         tree.begin(LEFTOVERS_GRACE)
                 now = time.monotonic()
                 tree.step(now)                # first: a SIGKILL due now does not wait for Redis
+                if acct:
+                    acct.sample(now)          # sampling only (no cgroup), and only when due
                 # Once it has ended by itself, how it ended is decided: only its leftovers remain.
                 if why != "exited" and (nudged or now >= next_poll or self.fenced()):
                     next_poll = now + cfg.cancel_poll_interval
@@ -181,9 +194,9 @@ class Attempt:
         finally:
             w.close()
             self.waiter = None
-        return why, status, rusage
+        return why, status
 
-    def conclude(self, why: str, status: int, rusage, out):
+    def conclude(self, why: str, status: int, out):
         """How the attempt ended, as its finish call: stopped by a shutdown or by the fence it is
         lost (rerun if rerunnable); otherwise its exit is recorded (Failed if it was canceled)."""
         code, error = _describe(status)
@@ -191,7 +204,7 @@ class Attempt:
         if out is not None:
             output = excerpt(out, self.settings.output_limit)
             out.close()
-        usage = (rusage.ru_utime, rusage.ru_stime, rusage.ru_maxrss * 1024)
+        usage = self.acct.usage() if self.acct else None
         if why == "shutdown":
             return self.finish("lost", code, Msg.worker_stopped.format(self.worker), output, usage,
                                drain=True)
