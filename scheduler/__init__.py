@@ -6,7 +6,8 @@
 
 from scheduler.api.client import Job, Scheduler, Task
 from scheduler.errors import (CancelMessageTooLong, HpcqError, InvalidId, InvalidInput, InvalidState, NotFound,
-                     RedisUnavailable, WaitTimeout)
+                     PermissionDenied, RedisUnavailable, WaitTimeout)
+from scheduler.api.model import JobSpec, TaskSpec
 from scheduler.core.ids import TaskId
 from scheduler.api.model import Priority
 from scheduler.settings import Settings, get_settings
@@ -14,4 +15,5 @@ from scheduler.core.states import JobState, TaskState
 
 __all__ = ["Scheduler", "Job", "Task", "TaskId", "Priority", "JobState", "TaskState",
            "Settings", "get_settings", "HpcqError", "NotFound", "InvalidId", "InvalidInput",
-           "InvalidState", "RedisUnavailable", "WaitTimeout", "CancelMessageTooLong"]
+           "InvalidState", "RedisUnavailable", "WaitTimeout", "CancelMessageTooLong", "PermissionDenied",
+           "JobSpec", "TaskSpec"]

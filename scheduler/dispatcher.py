@@ -18,6 +18,7 @@ import uuid
 from kombu.exceptions import OperationalError
 
 from scheduler.errors import HpcqError, RedisUnavailable
+from scheduler.api import permissions
 from scheduler.api.model import Msg
 from scheduler.settings import Settings
 from scheduler.core.store import Store
@@ -26,6 +27,8 @@ from scheduler.retention import Retention
 from scheduler.transport import make_celery, publish_revokes, send_attempt
 
 log = logging.getLogger("hpcq.scheduler")
+#: Units one dispatch call hands out at most (Redis is not blocked long by one call).
+DISPATCH_BATCH = 500
 
 
 class Dispatcher:
@@ -54,31 +57,34 @@ class Dispatcher:
             self.clock_offset = self.store.time() - time.time()
             self.reclaim()
             self.reclaim_at = now + min(1.0, self.settings.worker_timeout / 4)
+        self.store.release()      # holds and retry delays that are due
         purged = self.retention.step(now + self.clock_offset)
         if purged:
             log.info("purged %d job(s) ended more than %g s ago", purged, self.settings.job_retention)
-        sent = 0
         workers = self.store.live_workers(now + self.clock_offset - self.settings.worker_timeout)
         self.live = {name for name, _, _ in workers}
-        for name, slots, busy in sorted(workers, key=lambda w: w[2] - w[1]):
-            if slots - busy > 0:
-                sent += self.fill(name, slots - busy)
-        return sent
+        return self.fill([name for name, slots, busy in workers if slots - busy > 0])
 
-    def fill(self, worker: str, want: int) -> int:
-        """Hand up to ``want`` queued tasks to ``worker`` (the script caps it at its free slots)."""
-        attempts = self.store.dispatch(worker, want)
-        shown = self.display.argsreprs(attempts) if attempts else {}
-        for k, (task_id, token, celery_id) in enumerate(attempts):
-            try:
-                send_attempt(self.celery, worker, task_id, token, celery_id, shown.get(task_id))
-            except OperationalError:
-                # Not sent: queue them again now rather than after dispatch_timeout.
-                for tid, tok, _ in attempts[k:]:
-                    self.store.finish(tid, tok, "lost", error=Msg.never_started.format(worker),
-                                      retry_cap=self.settings.task_retry_count)
-                raise
-        return len(attempts)
+    def fill(self, workers) -> int:
+        """Hand queued tasks to ``workers`` where they fit (dispatch.lua places them by their
+        resources), in calls of at most DISPATCH_BATCH, and send each attempt to its worker."""
+        sent = 0
+        while workers:
+            attempts = self.store.dispatch_to(workers, DISPATCH_BATCH, self.settings.dispatch_scan)
+            shown = self.display.argsreprs([a[1:] for a in attempts]) if attempts else {}
+            for k, (worker, task_id, token, celery_id) in enumerate(attempts):
+                try:
+                    send_attempt(self.celery, worker, task_id, token, celery_id, shown.get(task_id))
+                except OperationalError:
+                    # Not sent: queue them again now rather than after dispatch_timeout.
+                    for w, tid, tok, _ in attempts[k:]:
+                        self.store.finish(tid, tok, "lost", error=Msg.never_started.format(w),
+                                          retry_cap=self.settings.task_retry_count)
+                    raise
+            sent += len(attempts)
+            if len(attempts) < DISPATCH_BATCH:
+                break
+        return sent
 
     def reclaim(self) -> None:
         """Workers silent for ``worker_timeout`` are lost: each attempt they held ends (never
@@ -149,6 +155,9 @@ class Dispatcher:
                                  "is now dispatching" if leader else "is standing by")
                         self.leading = leader
                         nudged = {"*"}
+                    if leader:
+                        # the leader's HPCQ_ADMINS is the cluster's (permissions.py)
+                        permissions.publish_admins(self.store, self.settings.admins)
                 if not self.leading:
                     self.stopping.wait(renew)
                     continue
@@ -156,7 +165,7 @@ class Dispatcher:
                     sent = self.tick()
                     full_at = now + self.settings.dispatch_idle
                 else:
-                    sent = sum(self.fill(w, 1 << 20) for w in nudged if w in self.live)
+                    sent = self.fill([w for w in nudged if w in self.live])
                 timeout = 0 if sent else min(full_at - time.monotonic(), lease_at - time.monotonic())
                 nudged = self.store.wait_wakeup(max(timeout, 0.01)) if timeout > 0 else set()
             except (RedisUnavailable, OperationalError) as exc:

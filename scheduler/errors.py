@@ -38,6 +38,11 @@ class InvalidState(HpcqError):
     """The operation is not allowed in the object's current state; nothing was changed."""
 
 
+class PermissionDenied(HpcqError):
+    """The user is neither the job's owner nor an administrator (HPCQ_ADMINS); nothing was
+    changed."""
+
+
 class WaitTimeout(HpcqError):
     """A wait ran past its deadline; the object is still in a non-final state."""
 

@@ -56,6 +56,20 @@ class Settings:
     lease_ttl: float = field(default_factory=lambda: _env("lease_ttl", 5.0, float))
     #: Longest the dispatcher sleeps when nothing wakes it.
     dispatch_idle: float = field(default_factory=lambda: _env("dispatch_idle", 0.5, float))
+    #: Queue entries one dispatch call looks at, at most, for units that fit the free workers
+    #: (tasks that fit nowhere now are passed over; this bounds how long Redis is busy).
+    dispatch_scan: int = field(default_factory=lambda: _env("dispatch_scan", 1000, int))
+    #: Administrators (comma-separated user names): they may cancel, requeue, modify and finish
+    #: anyone's jobs.  Read by the scheduler, which publishes it in Redis; a client's own
+    #: environment does not make it an administrator.
+    admins: str = field(default_factory=lambda: _env("admins", ""))
+    #: What a worker advertises (``hpcq worker --cores/--memory/--gpus/--group``): cores (0: its
+    #: concurrency), memory in MB (0: the machine's), GPU ids ("2" means 0,1; "0,2" those) and
+    #: node groups (comma-separated).
+    worker_cores: int = field(default_factory=lambda: _env("worker_cores", 0, int))
+    worker_memory: int = field(default_factory=lambda: _env("worker_memory", 0, int))
+    worker_gpus: str = field(default_factory=lambda: _env("worker_gpus", ""))
+    worker_groups: str = field(default_factory=lambda: _env("worker_groups", ""))
     #: Bytes of a task's output (what it does not write to files of its own) kept in Redis:
     #: the first and the last half, with a "[... 12.9 MB cut ...]" marker between them.  The
     #: whole output stays in the worker's spool (``hpcq task output``).

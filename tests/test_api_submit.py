@@ -10,11 +10,11 @@ import inspect
 import pytest
 
 from tests.support import hpcq
-from scheduler import InvalidInput, InvalidState, JobState, RedisUnavailable, Scheduler, TaskState
+from scheduler import InvalidInput, JobState, NotFound, Scheduler, TaskState
 from scheduler import cli as cli_module
 from scheduler.api import client
 from scheduler.cli import jobs as cli_jobs
-from scheduler.api.model import Msg, TaskSpec
+from scheduler.api.model import TaskSpec
 from scheduler.core.store import Store
 
 
@@ -150,76 +150,49 @@ def test_cli_refused_one_shot_submit_writes_nothing(r, redis_url, before, args, 
     assert snapshot(r) == before
 
 
-# --- failures after the job was created: it is canceled ---------------------------------------
+# --- one atomic step: a failed submit leaves nothing ------------------------------------------
 
-def test_failure_after_create_cancels_the_job(r, s, monkeypatch):
-    real = Store.add_task
-
-    def add_task(self, job_id, record):
-        if record["command"] == "second":
-            raise RedisUnavailable("cannot reach Redis: connection reset")
-        return real(self, job_id, record)
-    monkeypatch.setattr(Store, "add_task", add_task)
-    with pytest.raises(RedisUnavailable):
-        s.submit([{"command": "first"}, {"command": "second"}], name="half")
-    (job,) = s.get_job_list()
-    assert job.state == JobState.Canceled and job.name == "half"
-    assert job.error_message == "submit failed: cannot reach Redis: connection reset"
-    (task,) = job.get_task_list()
-    assert task.state == TaskState.Canceled
-    assert task.error_message == Msg.canceled_by_user.format(job.error_message)
-    assert r.zcard("hpcq:queue") == 0
+def test_submit_is_one_step(r, s, monkeypatch):
+    """The job is created, filled and submitted by one script (new_job.lua): none of the
+    step-by-step calls is made, so nothing can fail between them."""
+    def refuse(*a, **kw):
+        raise AssertionError("a step-by-step call was made")
+    for name in ("create_job", "add_task", "submit"):
+        monkeypatch.setattr(Store, name, refuse)
+    job = s.submit([{"command": "first", "name": "a"}, {"command": "second", "depends_on": ["a"]}],
+                   name="whole")
+    assert job.state == JobState.Queued and job.task_count == 2
+    assert states(job) == ["Queued", "Queued"]
 
 
-def test_job_changed_by_another_client_meanwhile_is_canceled(redis_url, s, monkeypatch):
-    """Another client adds a task to the new job before it is submitted: the submit script
-    refuses, and the job (with the intruder's task) ends Canceled, never Queued."""
-    other = Scheduler.connect(redis_url)
-    real = Store.submit
-
-    def submit(self, job_id, band, deps):
-        other.get_job(job_id).add_task(command="intruder")
-        return real(self, job_id, band, deps)
-    monkeypatch.setattr(Store, "submit", submit)
-    with pytest.raises(InvalidState, match="changed while it was being submitted"):
-        s.submit([{"command": "mine"}])
-    (job,) = s.get_job_list()
-    assert job.state == JobState.Canceled
-    assert states(job) == ["Canceled", "Canceled"]
+def test_a_refused_submit_creates_no_job(r, s):
+    """The script refuses (a parent job that does not exist) before its first write: no job,
+    not even a job id taken."""
+    with pytest.raises(NotFound, match=r"^parent job 42 does not exist$"):
+        s.submit([{"command": "x"}], depends_on_job=[42])
+    assert s.get_job_list() == [] and r.get("hpcq:job:seq") is None
 
 
-def test_a_cancel_that_fails_too_is_named_in_the_error(s, monkeypatch):
-    def submit(self, job_id, band, deps):
-        raise RedisUnavailable("cannot reach Redis: gone")
-
-    def cancel_job(self, *a, **kw):
-        raise RedisUnavailable("cannot reach Redis: still gone")
-    monkeypatch.setattr(Store, "submit", submit)
-    monkeypatch.setattr(Store, "cancel_job", cancel_job)
-    with pytest.raises(RedisUnavailable) as exc:
-        s.submit({"command": "x"})
-    (job,) = s.get_job_list()
-    assert exc.value.__notes__ == [
-        f"job {job.id} was created but could not be canceled: cannot reach Redis: still gone"]
+def test_a_key_makes_a_retried_submit_return_the_same_job(r, s):
+    first = s.submit({"command": "x"}, key="run-7")
+    again = s.submit({"command": "x"}, key="run-7")
+    assert again.id == first.id and len(s.get_job_list(state="Queued")) == 1
+    # submit_job with a key already used returns that job and leaves the new one as it is
+    other = s.create_job(name="o")
+    other.add_task("true")
+    assert s.submit_job(other, key="run-7").id == first.id
+    assert other.refresh().state == JobState.Configuring
+    assert s.submit_job(other, key="run-8").id == other.id and other.refresh().state == JobState.Queued
 
 
-def test_cli_prints_the_api_error_of_a_failed_submit_on_one_line(redis_url, s, monkeypatch, capsys):
-    """The CLI in process (to make the submit step fail): one line, the API's note included."""
-    def submit(self, job_id, band, deps):
-        raise InvalidState("refused for the test")
-
-    def cancel_job(self, *a, **kw):
-        raise InvalidInput("cancel refused for the test")
-    monkeypatch.setattr(Store, "submit", submit)
-    monkeypatch.setattr(Store, "cancel_job", cancel_job)
+def test_cli_prints_a_refused_submit_on_one_line(redis_url, s, capsys):
+    """The CLI in process: the script's refusal is one line, exit 1, and no job is left."""
     with pytest.raises(SystemExit) as exit_:
-        cli_module.main(["job", "submit", "--redis", redis_url, "--", "true"])
+        cli_module.main(["job", "submit", "--redis", redis_url, "--depends-on-job", "42", "--", "true"])
     assert exit_.value.code == 1
     out, err = capsys.readouterr()
-    (job,) = s.get_job_list()
-    assert out == ""
-    assert err == (f"error: refused for the test; job {job.id} was created but could not be "
-                   "canceled: cancel refused for the test\n")
+    assert out == "" and err == "error: parent job 42 does not exist\n"
+    assert s.get_job_list() == []
 
 
 # --- one place for each thing -----------------------------------------------------------------

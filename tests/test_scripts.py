@@ -98,10 +98,19 @@ def _(rig, r):
     return lambda: rig.store.add_task(99, REC)
 
 
-@refusal("add_task/job-queued", InvalidState, r"Configuring state; job \d+ is Queued\.$")
+@refusal("add_task/job-being-finished", InvalidState, r"^Tasks cannot be added to job \d+: it is being finished\.$")
+def _(rig, r):
+    j = rig.job({}, {})
+    rig.worker()
+    rig.start(*next(iter(rig.dispatch(want=1).items())))
+    rig.store.finish_job(j, "done")
+    return lambda: rig.store.add_task(j, REC)
+
+
+@refusal("add_task/unknown-dependency", InvalidInput, r"^task \d+\.7 does not exist$")
 def _(rig, r):
     j = rig.job()
-    return lambda: rig.store.add_task(j, REC)
+    return lambda: rig.store.add_task(j, REC, deps=[7])
 
 
 @refusal("add_task/job-canceled-while-configuring", InvalidState, r"job \d+ is Canceled\.$")
@@ -117,6 +126,85 @@ def _(rig, r):
     rig.worker()
     rig.complete()
     return lambda: rig.store.add_task(j, REC)
+
+
+# create_job.lua, new_job.lua: parents must exist; a key already used returns its job
+@refusal("create_job/parent-not-found", NotFound, r"^parent job 42 does not exist$")
+def _(rig, r):
+    return lambda: rig.store.create_job({"name": "c", "parents": "42"})
+
+
+@refusal("new_job/parent-not-found", NotFound, r"^parent job 42 does not exist$")
+def _(rig, r):
+    return lambda: rig.store.new_job({"name": "c", "parents": "42"}, [REC], [[]], band("Normal"))
+
+
+@refusal("new_job/key-already-used", reply=lambda got: got[1] is False)
+def _(rig, r):
+    j, _ = rig.store.new_job({"name": "k"}, [REC], [[]], band("Normal"), key="k1")
+    return lambda: rig.store.new_job({"name": "k"}, [REC], [[]], band("Normal"), key="k1")
+
+
+@refusal("new_job/no-tasks", InvalidInput, r"^a job needs at least one task$")
+def _(rig, r):
+    return lambda: rig.store.new_job({"name": "e"}, [], [], band("Normal"))
+
+
+# release.lua: nothing due
+@refusal("release/nothing-due", reply=0)
+def _(rig, r):
+    j = rig.job(submit=False)
+    r.hset(keys.job(j), "hold_until", time.time() + 3600)
+    rig.store.submit(j, band("Normal"), [[]])
+    return rig.store.release
+
+
+# modify_job.lua
+@refusal("modify_job/job-not-found", NotFound, r"^job 99 does not exist$")
+def _(rig, r):
+    return lambda: rig.store.modify_job(99, "0")
+
+
+@refusal("modify_job/job-running", InvalidState, r"^Only Configuring or Queued jobs can be modified; job \d+ is Running\.$")
+def _(rig, r):
+    j = rig.job()
+    rig.worker()
+    rig.run()
+    return lambda: rig.store.modify_job(j, "0", "Highest", band("Highest"))
+
+
+# finish_task.lua, finish_job.lua
+@refusal("finish_task/not-found", NotFound, r"^task 99\.1 does not exist$")
+def _(rig, r):
+    return lambda: rig.store.finish_task("99.1", "m")
+
+
+@refusal("finish_task/finished", InvalidState, r"^Tasks in the Finished state cannot be finished\.$")
+def _(rig, r):
+    j = rig.job()
+    rig.worker()
+    rig.complete()
+    return lambda: rig.store.finish_task(f"{j}.1", "m")
+
+
+@refusal("finish_task/configuring", InvalidState, r"^Tasks in the Configuring state cannot be finished\.$")
+def _(rig, r):
+    j = rig.job(submit=False)
+    return lambda: rig.store.finish_task(f"{j}.1", "m")
+
+
+@refusal("finish_job/configuring", InvalidState, r"^Jobs in the Configuring state cannot be finished\.$")
+def _(rig, r):
+    j = rig.job(submit=False)
+    return lambda: rig.store.finish_job(j, "m")
+
+
+@refusal("finish_job/failed", InvalidState, r"^Jobs in the Failed state cannot be finished\.$")
+def _(rig, r):
+    j = rig.job()
+    rig.worker()
+    rig.complete(code=3)
+    return lambda: rig.store.finish_job(j, "m")
 
 
 # submit.lua

@@ -17,11 +17,12 @@ TASK_ALLOWED = {
     "Configuring": {"Submitted", "Canceled"},
     "Submitted": {"Validating", "Queued", "Failed", "Canceled"},
     "Validating": {"Queued", "Failed", "Canceled"},
-    "Queued": {"Dispatching", "Running", "Canceling", "Canceled"},
-    "Dispatching": {"Running", "Queued", "Failed", "Canceled"},
+    # -> Finished: HPC Pack's Finish (hpcq task finish / job finish) before the task ran
+    "Queued": {"Dispatching", "Running", "Canceling", "Canceled", "Finished"},
+    "Dispatching": {"Running", "Queued", "Failed", "Canceled", "Finished"},
     "Running": {"Finished", "Failed", "Canceling", "Queued"},
     "Finished": {"Queued"},
-    "Canceling": {"Failed", "Canceled", "Queued"},
+    "Canceling": {"Failed", "Canceled", "Queued", "Finished"},
     "Failed": {"Queued"},
     "Canceled": {"Queued"},
 }

@@ -10,7 +10,7 @@ import subprocess
 from contextlib import ExitStack
 from urllib.parse import urlsplit
 
-from scheduler.core import sweep
+from scheduler.core import resources, sweep
 
 from .output import open_spool
 from .registry import identity
@@ -39,6 +39,25 @@ def task_environment(base: dict, redis_url: str, spec_env: dict, markers: dict) 
     return env
 
 
+def allocation_vars(spec: dict, worker: str, base: dict) -> dict:
+    """What the attempt was given, as the task's process sees it: CCP_NUMCPUS (its cores),
+    CCP_NODES (HPC Pack's "count name cores" list: this worker), and on a worker that offers
+    GPUs, CUDA_VISIBLE_DEVICES set to the ids it got ('' when it asked for none, so that it
+    cannot take another task's GPU)."""
+    cores = spec.get("_cores") or "1"
+    out = {"CCP_NUMCPUS": cores, "CCP_NODES": f"1 {worker} {cores}"}
+    if spec.get("_gpus") or _worker_gpus(base):
+        out["CUDA_VISIBLE_DEVICES"] = spec.get("_gpus", "")
+    return out
+
+
+def _worker_gpus(base: dict) -> bool:
+    try:
+        return bool(resources.parse_gpus(base.get("HPCQ_WORKER_GPUS")))
+    except Exception:   # a malformed value: the worker refused to start with it anyway
+        return False
+
+
 def _die_with_supervisor() -> None:
     """In the child before exec: SIGKILL if the pool process supervising it dies."""
     die_with_parent(signal.SIGKILL)
@@ -56,10 +75,15 @@ def spawn(spec: dict, task_id: str, value: str, worker: str, celery_id: str, red
         return sweep.substitute(raw, v) if raw is not None and v is not None else raw
 
     j, t, *i = task_id.split(".")
-    env = task_environment(os.environ, redis_url, json.loads(spec.get("env") or "{}"), {
-        "HPCQ_JOB_ID": j, "HPCQ_TASK_ID": task_id, "HPCQ_TASK_NUMBER": t,
-        "HPCQ_INSTANCE": i[0] if i else "", "HPCQ_SWEEP_VALUE": value or "",
-        ATTEMPT_VAR: celery_id, WORKER_VAR: identity(worker, redis_url)})
+    env = task_environment(os.environ, redis_url, {
+        **json.loads(spec.get("_job_env") or "{}"), **json.loads(spec.get("env") or "{}")},
+        {**allocation_vars(spec, worker, os.environ),
+         "HPCQ_JOB_ID": j, "HPCQ_TASK_ID": task_id, "HPCQ_TASK_NUMBER": t,
+         "HPCQ_INSTANCE": i[0] if i else "", "HPCQ_SWEEP_VALUE": value or "",
+         # HPC Pack's names for the same (CCP_TASKINSTANCEID is 0 for a task that is no instance)
+         "CCP_JOBID": j, "CCP_TASKID": t, "CCP_TASKINSTANCEID": i[0] if i else "0",
+         "CCP_JOBNAME": spec.get("_job_name", ""), "CCP_TASKNAME": sub("name") or "",
+         ATTEMPT_VAR: celery_id, WORKER_VAR: identity(worker, redis_url)})
     wd = spec.get("work_dir") or None
     if wd:
         check_dir(wd)

@@ -84,13 +84,24 @@ class Presence:
             log.warning("heartbeat: %s; retrying", exc)
 
     # --- heartbeat and reconciliation ---------------------------------------------------------
+    def offers(self) -> dict:
+        """What this worker advertises (``hpcq worker --cores/--memory/--gpus/--group``):
+        cores default to its slots and memory to the machine's; more than the machine has may
+        be advertised (over-subscription is the operator's choice)."""
+        from scheduler.core import resources
+        cfg = self.settings
+        return {"cores": cfg.worker_cores or self.slots,
+                "memory": cfg.worker_memory or psutil.virtual_memory().total // (1 << 20),
+                "gpus": resources.parse_gpus(cfg.worker_gpus),
+                "groups": resources.parse_groups([cfg.worker_groups])}
+
     def beat_once(self) -> None:
         from scheduler.core import keys
         held = [(e["task_id"], e["token"]) for e in self.registry.entries()]
         stale, revokes = self.store().heartbeat(
             self.name, self.slots, keys.worker_queue(self.name), {"pid": os.getpid()}, held,
             self.settings.reconcile_grace, self.settings.task_retry_count,
-            "draining" if self.draining else "online")
+            "draining" if self.draining else "online", self.offers())
         if stale:
             from scheduler.transport import celery_id
             ids = [celery_id(t, k) for t, k in stale]

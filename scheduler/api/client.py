@@ -6,17 +6,16 @@ then published as Celery revokes; the call waits for the end state unless ``wait
 
 from __future__ import annotations
 
-import getpass
 import time
 from typing import Callable, Iterable, Iterator
 
 from scheduler.errors import InvalidInput, InvalidState, NotFound, RedisUnavailable, WaitTimeout
 from scheduler.core.ids import TaskId, parse_job_id
 from scheduler.core.schema import cancel_texts
-from scheduler.api.model import (MAX_CANCEL_MESSAGE, JobSpec, Msg, Priority, TaskSpec,
-                                 check_cancel_message)
+from scheduler.api.model import JobSpec, Msg, TaskSpec, check_cancel_message
 from scheduler import retention
-from scheduler.api import events as _events, nodes, reasons
+from scheduler.api import events as _events, nodes, permissions, placement, reasons
+from scheduler.api.control import Control, band as _band, parse_time
 from scheduler.api.records import JobView, TaskView, instance_record
 from scheduler.settings import Settings, get_settings, mask_url
 from scheduler.core.states import JOB_END, TASK_END, JobState, TaskState
@@ -25,15 +24,11 @@ from scheduler.api.connection import check_url, unreachable_message  # noqa: F40
 from scheduler.api.submission import TaskInput, submission_checks, task_specs
 from scheduler.transport import make_celery, parse_celery_id, publish_revokes
 
-#: Queue score bands: higher priority sorts first, then submission order.
+#: Queue score bands: higher priority sorts first, then submission order (control.band).
 BAND = 1 << 45
 POLL = 0.05
 #: Records read per pipelined round trip when listing.
 BATCH = 1000
-
-
-def _band(priority: Priority) -> int:
-    return (4 - int(priority)) * BAND
 
 
 # --- the texts a cancel records ---------------------------------------------------------------
@@ -41,16 +36,20 @@ def _band(priority: Priority) -> int:
 REQUEUE_MESSAGE = "Requeued."
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+def _check_key(key) -> None:
+    if key is not None and (not str(key) or len(str(key)) > 200 or not str(key).isprintable()):
+        raise InvalidInput("a submission key must be 1 to 200 printable characters")
 
 
-class Scheduler:
-    """A connection to one hpcq cluster (its Redis)."""
+class Scheduler(Control):
+    """A connection to one hpcq cluster (its Redis), acting as ``user`` (the owner of the jobs
+    it creates; cancel, requeue, modify and finish are refused on others' jobs unless the user
+    is an administrator: permissions.py)."""
 
-    def __init__(self, store: Store, settings: Settings):
+    def __init__(self, store: Store, settings: Settings, user: str | None = None):
         self.store = store
         self.settings = settings
+        self.user = user or permissions.current_user()
         self._celery = None
 
     def __repr__(self) -> str:
@@ -82,70 +81,72 @@ class Scheduler:
             publish_revokes(self.celery, revokes)
 
     # --- jobs -----------------------------------------------------------------------------
-    @staticmethod
-    def _job_spec(name, priority, fail_on_task_failure, runtime) -> JobSpec:
+    def _job_spec(self, name, priority, fail_on_task_failure, runtime, fields) -> JobSpec:
+        if "hold_until" in fields:
+            fields["hold_until"] = parse_time(fields["hold_until"])
         return JobSpec(name=name, priority=priority, fail_on_task_failure=fail_on_task_failure,
-                       runtime=runtime, owner=getpass.getuser())
+                       runtime=runtime, owner=self.user, **fields)
 
     def create_job(self, name: str = "", priority="Normal", fail_on_task_failure: bool = False,
-                   runtime: int | None = None) -> "Job":
-        spec = self._job_spec(name, priority, fail_on_task_failure, runtime)
+                   runtime: int | None = None, **fields) -> "Job":
+        """A job in Configuring.  ``fields``: JobSpec's others (exclusive, env, cores, memory,
+        gpus, group, task_retry_count, depends_on_job, run_on_parent_failure, hold_until)."""
+        spec = self._job_spec(name, priority, fail_on_task_failure, runtime, fields)
         return self.get_job(self.store.create_job(spec.to_record()))
 
-    def submit_job(self, job: "Job | int") -> "Job":
-        """Submit a job in Configuring with the tasks it has (``submission_checks`` first)."""
+    def submit_job(self, job: "Job | int", strict: bool = False, key: str | None = None) -> "Job":
+        """Submit a job in Configuring with the tasks it has (``submission_checks`` first;
+        ``strict``: also refuse a task no online worker could ever run).  With ``key``: if a
+        job was already submitted with it, that job is returned and this one left as it is."""
         job = self._job(job)
         job.refresh()
+        _check_key(key)
+        if key:
+            found = self.store.job_by_key(key)
+            if found is not None and found != job.id:
+                return self.get_job(found)
         if job.state != JobState.Configuring:
             raise InvalidState(f"Only jobs in the Configuring state can be submitted; job {job.id} is {job.state}.")
-        deps = submission_checks([t.spec() for t in job.get_task_list()], job.runtime, job.id)
-        self.store.submit(job.id, _band(job.priority), deps)
-        return job.refresh()
+        specs = [t.spec() for t in job.get_task_list()]
+        deps = submission_checks(specs, job.runtime, job.id)
+        if strict:
+            self._check_fits(specs, job.id)
+        submitted = self.store.submit(job.id, _band(job.priority), deps, key or "")
+        return job.refresh() if submitted == job.id else self.get_job(submitted)
+
+    def _check_fits(self, specs, job_id=None) -> None:
+        """The strict check: refuse a task that no online worker could run even when idle."""
+        found = self.get_node_list()
+        if not any(n.takes_work for n in found):
+            raise InvalidState("no workers are online, so --strict cannot check that the tasks fit")
+        for n, spec in enumerate(specs, 1):
+            why = placement.never_fits(placement.Request.of(spec.to_record()), found)
+            if why:
+                label = f"{job_id}.{n}" if job_id is not None else str(n)
+                raise InvalidState(f"task {label} {why}")
 
     def submit(self, tasks: "TaskInput | Iterable[TaskInput]", *, name: str = "",
                priority="Normal", fail_on_task_failure: bool = False,
-               runtime: int | None = None) -> "Job":
-        """Create a job of ``tasks`` and submit it, in one call; returns the submitted job.
+               runtime: int | None = None, key: str | None = None, strict: bool = False,
+               **fields) -> "Job":
+        """Create a job of ``tasks`` and submit it, in one atomic step; returns the job.
 
         ``tasks`` is one task or a list of them, each a TaskSpec or a mapping of its fields
-        (``{"command": "echo hi", "name": "a", "depends_on": ["b"]}``).  Everything (the job's
-        fields, every task, their dependencies and runtimes) is checked before the first write,
-        so a refused call changes nothing in Redis.  If a step fails after the job was created
-        (Redis lost, the job changed by another client meanwhile), the job is canceled before
-        the error is raised, so a failed call never leaves a job that could still run or that
-        a user could go on filling; the Canceled job's error message says why."""
-        job_spec = self._job_spec(name, priority, fail_on_task_failure, runtime)
+        (``{"command": "echo hi", "name": "a", "depends_on": ["b"]}``); ``fields`` are the
+        job's others (see ``create_job``).  Everything is checked before Redis is written, and
+        the job is created, filled and submitted by one script, so a failed call leaves nothing.
+        With ``key``, a retried call (the reply was lost) returns the job the key already
+        names instead of creating another; ``strict`` refuses a task that no online worker
+        could ever run."""
+        job_spec = self._job_spec(name, priority, fail_on_task_failure, runtime, fields)
         specs = task_specs(tasks)
         deps = submission_checks(specs, job_spec.runtime)
-        records = [s.to_record() for s in specs]
-        job_id = self.store.create_job(job_spec.to_record())
-        try:
-            for n, record in enumerate(records, 1):
-                if self.store.add_task(job_id, record) != n:
-                    raise InvalidState(f"job {job_id} changed while it was being submitted")
-            self.store.submit(job_id, _band(job_spec.priority), deps)
-        except BaseException as exc:
-            self._roll_back(job_id, exc)
-            raise
+        _check_key(key)
+        if strict:
+            self._check_fits(specs)
+        job_id, _ = self.store.new_job(job_spec.to_record(), [s.to_record() for s in specs], deps,
+                                       _band(job_spec.priority), key=key or "")
         return self.get_job(job_id)
-
-    def _roll_back(self, job_id: int, exc: BaseException) -> None:
-        """Cancel the job a failed ``submit`` created.  Canceling (one atomic, checked step) and
-        not deleting: the job was visible from its creation on (``job list --all``, the event
-        stream), another client may have touched it, and its id cannot be given back; a
-        Canceled job runs nothing and says why.  If even the cancel fails, ``exc`` gets a note
-        naming the job."""
-        reason = _one_line(str(exc)) or type(exc).__name__
-        message = f"submit failed: {reason}"
-        if len(message) > MAX_CANCEL_MESSAGE:
-            message = message[:MAX_CANCEL_MESSAGE - 3] + "..."
-        try:
-            self.cancel_job(job_id, message=message, wait=False)
-        except InvalidState:  # already Canceled (or ended) by someone else
-            pass
-        except Exception as undo:
-            exc.add_note(f"job {job_id} was created but could not be canceled: "
-                         f"{_one_line(str(undo)) or type(undo).__name__}")
 
     def get_job(self, job_id) -> "Job":
         job_id = parse_job_id(job_id)
@@ -166,6 +167,7 @@ class Scheduler:
             raise InvalidInput("a cancel cannot be both forced and graceful")
         job = self.get_job(job_id)
         message = check_cancel_message(message)
+        self._may(job.id, "cancel", f"job {job.id}")
         _, revokes = self.store.cancel_job(job.id, *cancel_texts(message), message, force=force,
                                            grace=grace, graceful=graceful)
         self.publish(revokes)
@@ -184,6 +186,7 @@ class Scheduler:
 
     def requeue_job(self, job_id, wait: bool = True, timeout: float | None = None) -> "Job":
         job = self.get_job(job_id)
+        self._may(job.id, "requeue", f"job {job.id}")
         _, revokes = self.store.requeue_job(job.id, cancel_texts(REQUEUE_MESSAGE)[1])
         self.publish(revokes)
         if wait:
@@ -211,6 +214,7 @@ class Scheduler:
                     grace: float | None = None) -> "Task":
         tid = TaskId.parse(task_id)
         message = check_cancel_message(message)
+        self._may(tid.job, "cancel", f"task {tid}")
         _, revokes = self.store.cancel_task(tid, *cancel_texts(message), force=force, grace=grace)
         self.publish(revokes)
         task = self.get_task(tid)
@@ -221,6 +225,7 @@ class Scheduler:
 
     def requeue_task(self, task_id, wait: bool = True, timeout: float | None = None) -> "Task":
         tid = TaskId.parse(task_id)
+        self._may(tid.job, "requeue", f"task {tid}")
         state, revokes = self.store.requeue_task(tid, cancel_texts(REQUEUE_MESSAGE)[1])
         self.publish(revokes)
         if wait and state == TaskState.Canceling:  # queued again once its processes are gone
@@ -287,8 +292,19 @@ class Job(JobView):
         return self
 
     def add_task(self, command: str, name: str = "", sweep=None, **fields) -> "Task":
+        """Add a task; to a Queued or Running job it is queued at once (its ``depends_on``
+        names then refer to the job's tasks so far)."""
         spec = TaskSpec(command=command, name=name, sweep=sweep, **fields)
-        number = self.scheduler.store.add_task(self.id, spec.to_record())
+        deps: list[int] = []
+        if spec.depends_on and self.refresh().state != JobState.Configuring:
+            names: dict[str, list[int]] = {}
+            for t in self.iter_tasks():
+                names.setdefault(t.name, []).append(t.id.task)
+            for d in spec.depends_on:
+                if d not in names:
+                    raise InvalidInput(f"the new task depends on {d!r}, which no task of job {self.id} is named")
+                deps += names[d]
+        number = self.scheduler.store.add_task(self.id, spec.to_record(), sorted(set(deps)))
         return self.get_task(f"{self.id}.{number}")
 
     def submit(self) -> "Job":
@@ -338,6 +354,12 @@ class Job(JobView):
     def requeue(self, **kw) -> "Job":
         return self.scheduler.requeue_job(self.id, **kw)
 
+    def finish(self, message=None, **kw) -> "Job":
+        return self.scheduler.finish_job(self.id, message, **kw)
+
+    def modify(self, **kw) -> "Job":
+        return self.scheduler.modify_job(self.id, **kw)
+
     def wait(self, timeout: float | None = None,
              on_progress: Callable[["Job"], None] | None = None) -> JobState:
         """Block until the job is Finished, Failed or Canceled; return that state."""
@@ -370,3 +392,6 @@ class Task(TaskView):
 
     def requeue(self, **kw) -> "Task":
         return self.scheduler.requeue_task(self.id, **kw)
+
+    def finish(self, message=None, **kw) -> "Task":
+        return self.scheduler.finish_task(self.id, message, **kw)

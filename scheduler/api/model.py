@@ -10,7 +10,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from scheduler.core import sweep
+from scheduler.core import resources, sweep
 from scheduler.errors import CancelMessageTooLong, InvalidInput
 from scheduler.core.schema import Msg  # noqa: F401  (re-exported: model.Msg)
 
@@ -176,6 +176,19 @@ class TaskSpec:
     depends_on: list[str] = field(default_factory=list)
     is_rerunnable: bool = True
     sweep: tuple[int, int, int] | None = None
+    #: What it asks for (None: the job's default, else 1 core, no memory or GPU counted)
+    cores: int | None = None
+    memory: int | None = None
+    gpus: int | None = None
+    group: str | None = None
+    exclusive: bool = False
+    #: Runs again after its command fails, up to ``retry`` times, ``retry_delay`` s later.
+    retry: int = 0
+    retry_delay: float = 0
+    #: Exit codes that count as success (HPC Pack's ValidExitCodes): "0,10..20"; None: only 0.
+    valid_exit_codes: str | None = None
+    #: A sweep: how many of its instances may fail before it counts as Failed (default 0).
+    max_failed_instances: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.command, str) or not self.command.strip():
@@ -210,6 +223,25 @@ class TaskSpec:
         self._check_paths()
         if self.sweep and "*" in self.command:
             self._check_substituted_command(command_size)
+        self._check_requests()
+
+    def _check_requests(self) -> None:
+        self.cores = _opt_int(self.cores, "cores", 1)
+        self.memory = _opt_int(self.memory, "memory (MB)", 0)
+        self.gpus = _opt_int(self.gpus, "gpus", 0)
+        self.group = resources.check_group(self.group) or None
+        self.exclusive = bool(self.exclusive)
+        self.retry = _opt_int(self.retry, "retry", 0) or 0
+        try:
+            self.retry_delay = float(self.retry_delay or 0)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"retry_delay must be a number of seconds, not {self.retry_delay!r}") from None
+        if not 0 <= self.retry_delay <= 86400 * 7:
+            raise InvalidInput(f"retry_delay must be between 0 and 604800 s, not {self.retry_delay}")
+        self.valid_exit_codes = resources.parse_exit_codes(self.valid_exit_codes) or None
+        self.max_failed_instances = _opt_int(self.max_failed_instances, "max_failed_instances", 0)
+        if self.max_failed_instances is not None and not self.sweep:
+            raise InvalidInput("max_failed_instances applies only to a sweep")
 
     @staticmethod
     def _check_env(env) -> dict[str, str]:
@@ -301,10 +333,15 @@ class TaskSpec:
             "depends_on": ",".join(self.depends_on),
             "rerunnable": "1" if self.is_rerunnable else "0",
         }
-        for key in ("work_dir", "stdin", "stdout", "stderr", "runtime"):
+        for key in ("work_dir", "stdin", "stdout", "stderr", "runtime", "cores", "memory", "gpus",
+                    "group", "valid_exit_codes", "max_failed_instances"):
             value = getattr(self, key)
             if value is not None:
                 rec[key] = str(value)
+        if self.exclusive:
+            rec["exclusive"] = "1"
+        if self.retry:
+            rec.update(retry=str(self.retry), retry_delay=f"{self.retry_delay:g}")
         if self.sweep:
             rec.update(start=str(self.sweep[0]), end=str(self.sweep[1]), step=str(self.sweep[2]),
                        total=str(self.instances))
@@ -318,6 +355,23 @@ class JobSpec:
     fail_on_task_failure: bool = False
     runtime: int | None = None
     owner: str = ""
+    #: No other job's tasks share its workers (HPC Pack's job IsExclusive).
+    exclusive: bool = False
+    #: Variables every task of the job gets (a task's own --env wins).
+    env: dict[str, str] = field(default_factory=dict)
+    #: Defaults for its tasks' requests (a task's own win).
+    cores: int | None = None
+    memory: int | None = None
+    gpus: int | None = None
+    group: str | None = None
+    #: Reruns after system errors (lost node, killed supervisor); None: the cluster's setting.
+    task_retry_count: int | None = None
+    #: Jobs that must end before any task of this one starts (HPC Pack's ParentJobIds).
+    depends_on_job: list[int] = field(default_factory=list)
+    #: Run even if a parent Failed or was Canceled (else this job fails without starting).
+    run_on_parent_failure: bool = False
+    #: No task starts before this time (seconds since the epoch).
+    hold_until: float | None = None
 
     def __post_init__(self):
         self.name = "" if self.name is None else str(self.name)
@@ -327,6 +381,23 @@ class JobSpec:
         self.priority = Priority.parse(self.priority)
         self.runtime = _opt_int(self.runtime, "runtime", 1)
         self.fail_on_task_failure = bool(self.fail_on_task_failure)
+        self.exclusive = bool(self.exclusive)
+        self.env = TaskSpec._check_env(self.env)
+        self.cores = _opt_int(self.cores, "cores", 1)
+        self.memory = _opt_int(self.memory, "memory (MB)", 0)
+        self.gpus = _opt_int(self.gpus, "gpus", 0)
+        self.group = resources.check_group(self.group) or None
+        self.task_retry_count = _opt_int(self.task_retry_count, "task_retry_count", 0)
+        parents = self.depends_on_job
+        if isinstance(parents, (str, int)):
+            parents = [p for p in str(parents).split(",") if p.strip()]
+        self.depends_on_job = sorted({_opt_int(p, "a parent job id", 1) for p in parents or ()})
+        self.run_on_parent_failure = bool(self.run_on_parent_failure)
+        if self.hold_until is not None:
+            try:
+                self.hold_until = float(self.hold_until)
+            except (TypeError, ValueError):
+                raise InvalidInput(f"hold_until must be a time, not {self.hold_until!r}") from None
 
     def to_record(self) -> dict[str, str]:
         rec = {
@@ -335,8 +406,20 @@ class JobSpec:
             "priority": self.priority.name,
             "fail_on_task_failure": "1" if self.fail_on_task_failure else "0",
         }
-        if self.runtime is not None:
-            rec["runtime"] = str(self.runtime)
+        for key in ("runtime", "cores", "memory", "gpus", "group", "task_retry_count"):
+            value = getattr(self, key)
+            if value is not None:
+                rec[key] = str(value)
+        if self.exclusive:
+            rec["exclusive"] = "1"
+        if self.env:
+            rec["env"] = json.dumps(self.env)
+        if self.depends_on_job:
+            rec["parents"] = ",".join(map(str, self.depends_on_job))
+        if self.run_on_parent_failure:
+            rec["run_on_parent_failure"] = "1"
+        if self.hold_until is not None:
+            rec["hold_until"] = f"{self.hold_until:.6f}"
         return rec
 
 

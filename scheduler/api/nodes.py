@@ -60,6 +60,11 @@ class Node:
     lost_at = property(lambda self: _f(self.record.get("lost_at")))
     used = property(lambda self: len(self.tasks) + self.stale)
     task_ids = property(lambda self: [tid for tid, _ in self.tasks])
+    #: What it advertises (hpcq worker --cores/--memory/--gpus/--group); memory None: not given
+    cores = property(lambda self: int(self.record.get("cores") or self.slots))
+    memory = property(lambda self: int(self.record["memory"]) if self.record.get("memory") else None)
+    gpus = property(lambda self: [g for g in (self.record.get("gpus") or "").split(",") if g])
+    groups = property(lambda self: [g for g in (self.record.get("groups") or "").split(",") if g])
 
     @property
     def state(self) -> str:
@@ -94,7 +99,8 @@ class Node:
             "last_heartbeat": self.last_heartbeat,
             "heartbeat_age": None if age is None else round(age, 3),
             "started": self.started, "lost_at": self.lost_at, "queue": self.queue,
-            "pid": self.pid,
+            "pid": self.pid, "cores": self.cores, "memory": self.memory, "gpus": self.gpus,
+            "groups": self.groups,
         }
 
     def __repr__(self) -> str:

@@ -5,11 +5,13 @@ None when it is not waiting (started, or ended).
 The first that applies, in the order a user would have to fix things:
 
   not submitted    its job is still Configuring
-  held             (issue 14: a hold will be named here, before anything else: ``_held``)
+  held             "held until 2026-11-26 08:00:00" (its job's --hold-until), "waiting for job 3
+                   to end" (its job's --depends-on-job parents)
   dependencies     "waiting for task 3.1 (prep) to end": its ``nwait`` > 0; the names in its
                    ``depends_on`` whose tasks still hold it (their ``rdeps`` set)
   no workers       "no workers are online" (see nodes.py for what online means)
   no scheduler     "no scheduler is running (hpcq scheduler)": nobody holds the dispatch lease
+  never fits       "needs 8 cores; the largest worker has 4" (placement.never_fits)
   busy slots       "all 4 slots are busy", and where it stands in the queue
   queue            "behind 3 higher-priority or earlier tasks in the queue" (ZRANK in the queue;
                    a sweep instance counts its master's rank and the instances before it)
@@ -20,10 +22,12 @@ nearest the queue's head: its reason is that task's.  Reads only; never a Lua sc
 
 from __future__ import annotations
 
-from scheduler.api import nodes
+from datetime import datetime
+
+from scheduler.api import nodes, placement
 from scheduler.core import keys
 from scheduler.core.ids import TaskId
-from scheduler.core.states import JobState, TaskState
+from scheduler.core.states import JOB_END, JobState, TaskState
 
 #: Task records read per pipelined round trip.
 BATCH = 1000
@@ -36,8 +40,25 @@ def _plural(n: int, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
-def _held(scheduler, task) -> str | None:
-    """Issue 14: a held task or job (or its job held) says so here, before anything else."""
+def _held(scheduler, obj) -> str | None:
+    """A job held (--hold-until) or waiting for its parent jobs (--depends-on-job); a task
+    says what its job waits for."""
+    store = scheduler.store
+    j = obj.id if isinstance(obj.id, int) else obj.id.job
+    rec = obj.record if isinstance(obj.id, int) else store._do(store.redis.hgetall, keys.job(j))
+    if rec.get("held") == "1" and rec.get("hold_until"):
+        when = datetime.fromtimestamp(float(rec["hold_until"])).strftime("%Y-%m-%d %H:%M:%S")
+        return f"held until {when}" + ("" if isinstance(obj.id, int) else f" (job {j})")
+    if int(rec.get("pwait") or 0) > 0:
+        parents = [int(p) for p in (rec.get("parents") or "").split(",") if p]
+        pipe = store.redis.pipeline(transaction=False)
+        for p in parents:
+            pipe.hget(keys.job(p), "state")
+        waiting = [str(p) for p, st in zip(parents, store._do(pipe.execute) if parents else [])
+                   if st and JobState(st) not in JOB_END]
+        if waiting:
+            jobs = f"job {waiting[0]}" if len(waiting) == 1 else f"jobs {', '.join(waiting)}"
+            return f"waiting for {jobs} to end" + ("" if isinstance(obj.id, int) else f" (job {j})")
     return None
 
 
@@ -167,6 +188,10 @@ def _dispatch(scheduler, tids: list[TaskId]) -> str | None:
     if first is None:
         return None
     rank, tid = first
+    spec = scheduler.store.task(tid.master) or {}
+    why = placement.never_fits(placement.Request.of(spec), online)
+    if why:
+        return why
     in_sweep = _sweep_ahead(scheduler, tid) if tid.instance else 0
     behind = _behind(rank, in_sweep, tid.master)
     free = sum(n.free for n in online)
@@ -176,4 +201,12 @@ def _dispatch(scheduler, tids: list[TaskId]) -> str | None:
         return f"{busy}; {behind}" if behind else busy
     if rank + in_sweep >= free:
         return behind
+    req = placement.Request.of(spec)
+    if req != placement.Request():
+        asks = ", ".join(filter(None, [f"{req.cores} cores" if req.cores > 1 else "",
+                                       f"{req.gpus} GPUs" if req.gpus else "",
+                                       f"{req.memory} MB" if req.memory else "",
+                                       f"group {req.group}" if req.group else "",
+                                       "a worker to itself" if req.exclusive else ""]))
+        return f"waiting for a worker with room for it (it needs {asks or '1 core'})"
     return f"{_plural(free, 'slot')} free: dispatched at the scheduler's next pass"

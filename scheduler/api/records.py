@@ -26,7 +26,7 @@ def implicit_state(master: dict, instance: int | None = None) -> str:
     a cancel of the master cut it off (``instance`` None: one not yet materialized)."""
     cut = master.get("cut")
     if cut is not None and (instance is None or instance > int(cut)):
-        return TaskState.Canceled.value
+        return (TaskState.Finished if master.get("finish") == "1" else TaskState.Canceled).value
     if master.get("state") in {s.value for s in TASK_PENDING}:
         return master["state"]
     return TaskState.Queued.value
@@ -37,8 +37,8 @@ def instance_record(master: dict, tid: TaskId, rec: dict | None) -> dict:
     own: see ``implicit_state``)."""
     if rec is None:
         rec = {"state": implicit_state(master, tid.instance), "requeue_count": "0"}
-        if rec["state"] == TaskState.Canceled.value:
-            rec["error"] = master.get("error", "")
+        if rec["state"] in (TaskState.Canceled.value, TaskState.Finished.value) and master.get("error"):
+            rec["error"] = master["error"]
     rec["_master"] = master
     return rec
 
@@ -67,6 +67,19 @@ class JobView:
     end_time = property(lambda self: _f(self.record.get("end_time")))
     requeue_count = property(lambda self: int(self.record.get("requeue_count") or 0))
     task_count = property(lambda self: int(self.record.get("ntasks") or 0))
+    exclusive = property(lambda self: self.record.get("exclusive") == "1")
+    env = property(lambda self: json.loads(self.record.get("env") or "{}"))
+    depends_on_job = property(lambda self: [int(p) for p in (self.record.get("parents") or "").split(",") if p])
+    run_on_parent_failure = property(lambda self: self.record.get("run_on_parent_failure") == "1")
+    hold_until = property(lambda self: _f(self.record.get("hold_until")))
+    task_retry_count = property(lambda self: _i(self.record.get("task_retry_count")))
+    key = property(lambda self: self.record.get("key"))
+
+    @property
+    def task_defaults(self) -> dict:
+        """What its tasks ask for unless they say otherwise (cores, memory, gpus, group)."""
+        return {k: (self.record[k] if k == "group" else int(self.record[k]))
+                for k in ("cores", "memory", "gpus", "group") if self.record.get(k)}
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
@@ -89,7 +102,11 @@ class JobView:
             "create_time": self.create_time, "submit_time": self.submit_time,
             "start_time": self.start_time, "end_time": self.end_time,
             "requeue_count": self.requeue_count, "task_count": self.task_count,
-            "counts": self.counts, **({"reason": self.reason} if self.explain else {}),
+            "counts": self.counts, "exclusive": self.exclusive, "env": self.env,
+            "task_defaults": self.task_defaults, "depends_on_job": self.depends_on_job,
+            "run_on_parent_failure": self.run_on_parent_failure, "hold_until": self.hold_until,
+            "task_retry_count": self.task_retry_count, "key": self.key,
+            **({"reason": self.reason} if self.explain else {}),
         }
 
 
@@ -166,6 +183,20 @@ class TaskView:
     requeue_count = property(lambda self: int(self.record.get("requeue_count") or 0))
     auto_requeue_count = property(lambda self: int(self.record.get("auto_requeue_count") or 0))
     token = property(lambda self: self.record.get("token"))
+    cores = property(lambda self: int(self._spec.get("cores") or 1))
+    memory = property(lambda self: int(self._spec.get("memory") or 0))
+    gpus = property(lambda self: int(self._spec.get("gpus") or 0))
+    group = property(lambda self: self._spec.get("group") or None)
+    exclusive = property(lambda self: self._spec.get("exclusive") == "1")
+    retry = property(lambda self: int(self._spec.get("retry") or 0))
+    retry_delay = property(lambda self: float(self._spec.get("retry_delay") or 0))
+    retry_count = property(lambda self: int(self.record.get("retry_count") or 0))
+    valid_exit_codes = property(lambda self: self._spec.get("valid_exit_codes") or None)
+    max_failed_instances = property(lambda self: _i(self.record.get("max_failed_instances")))
+    #: What its current (or last) attempt was given: cores, and the GPU ids
+    allocation = property(lambda self: {"cores": _i(self.record.get("a_cores")),
+                                        "gpus": [g for g in (self.record.get("a_gpus") or "").split(",") if g]}
+                          if self.record.get("a_cores") else None)
     celery_id = property(lambda self: self.record.get("celery_id"))
 
     @property
@@ -189,7 +220,12 @@ class TaskView:
         return TaskSpec(command=self.command, name=self.name, work_dir=self.work_dir,
                         env=self.env, stdin=self.stdin, stdout=self.stdout, stderr=self.stderr,
                         runtime=self.runtime, depends_on=self.depends_on,
-                        is_rerunnable=self.is_rerunnable, sweep=self.sweep)
+                        is_rerunnable=self.is_rerunnable, sweep=self.sweep,
+                        cores=self._spec.get("cores"), memory=self._spec.get("memory"),
+                        gpus=self._spec.get("gpus"), group=self.group, exclusive=self.exclusive,
+                        retry=self.retry, retry_delay=self.retry_delay,
+                        valid_exit_codes=self.valid_exit_codes,
+                        max_failed_instances=self.max_failed_instances)
 
     def to_dict(self) -> dict:
         d = {
@@ -205,6 +241,10 @@ class TaskView:
             "cpu_user": self.cpu_user, "cpu_kernel": self.cpu_kernel,
             "peak_memory": self.peak_memory, "requeue_count": self.requeue_count,
             "auto_requeue_count": self.auto_requeue_count,
+            "cores": self.cores, "memory": self.memory, "gpus": self.gpus, "group": self.group,
+            "exclusive": self.exclusive, "allocation": self.allocation, "retry": self.retry,
+            "retry_delay": self.retry_delay, "retry_count": self.retry_count,
+            "valid_exit_codes": self.valid_exit_codes,
             **({"reason": self.reason, "history": [m.to_dict() for m in self.history]}
                if self.explain else {}),
         }
@@ -212,4 +252,5 @@ class TaskView:
             d["sweep"] = list(self.sweep)
             d["instances"] = self.instances
             d["instance_counts"] = self.instance_counts
+            d["max_failed_instances"] = self.max_failed_instances
         return d

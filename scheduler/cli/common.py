@@ -12,6 +12,7 @@ import click
 
 from scheduler.api.client import Scheduler, check_url
 from scheduler.api.model import submitter_environment
+from scheduler.core import resources
 from scheduler.errors import InvalidInput
 from scheduler.settings import Settings, get_settings, mask_url
 from scheduler.core.states import JobState, TaskState
@@ -123,6 +124,15 @@ def exported_env() -> dict[str, str]:
     with contextlib.suppress(ValueError):
         password = urlsplit(url).password
     return submitter_environment(secrets=[url, password and unquote(password), password])
+
+
+def parse_gpus(text) -> str | None:
+    """``--gpus`` of a worker: the ids it offers, comma-separated (None when not given)."""
+    return None if text is None else ",".join(resources.parse_gpus(text))
+
+
+def parse_groups(values) -> list[str]:
+    return resources.parse_groups(values)
 
 
 def parse_depends(text: str | None) -> list[str]:

@@ -36,11 +36,28 @@ def scheduler_cmd(metrics_port, metrics_address):
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), metavar="N",
               help="Slots: tasks run at once [default: CPU count].")
 @click.option("--hostname", "-n", metavar="H", help="Worker name [default: worker@<host>].")
+@click.option("--cores", type=click.IntRange(min=1), metavar="N",
+              help="Cores it offers to tasks [default: its concurrency].")
+@click.option("--memory", type=click.IntRange(min=1), metavar="MB",
+              help="Memory it offers to tasks, in MB [default: the machine's].")
+@click.option("--gpus", metavar="N|IDS", callback=lambda c, p, v: common.parse_gpus(v),
+              help="GPUs it offers: a count (ids 0..N-1) or ids such as 0,2.")
+@click.option("--group", "groups", multiple=True, metavar="G",
+              help="A node group it is in (repeatable): tasks asking --group G run only there.")
 @redis_option
 @metrics_options
-def worker_cmd(concurrency, hostname, metrics_port, metrics_address):
-    """Run a Celery worker that runs tasks' commands."""
+def worker_cmd(concurrency, hostname, cores, memory, gpus, groups, metrics_port, metrics_address):
+    """Run a Celery worker that runs tasks' commands.
+
+    \b
+    hpcq worker -c 8 --cores 32 --memory 128000 --gpus 4 --group gpu
+    """
     from worker.main import run_worker
+    # what it advertises reaches the worker's settings as HPCQ_WORKER_* (read where they are used)
+    for name, value in (("CORES", cores), ("MEMORY", memory), ("GPUS", gpus),
+                        ("GROUPS", ",".join(common.parse_groups(groups)) if groups else None)):
+        if value is not None:
+            os.environ[f"HPCQ_WORKER_{name}"] = str(value)
     run_worker(common.settings(), concurrency=concurrency or os.cpu_count(), hostname=hostname,
                metrics_port=metrics_port, metrics_address=metrics_address)
 

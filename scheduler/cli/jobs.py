@@ -9,71 +9,15 @@ import re
 import click
 
 from scheduler.api.model import MAX_CANCEL_MESSAGE, TaskSpec
+from scheduler.cli.options import (JOB_NEW_OPTIONS, TASK_OPTIONS, build_spec, job_fields,
+                                   job_new_options, job_default_options, submit_task_options,
+                                   task_options)
 from scheduler.core.states import JOB_END, JobState
 from scheduler.errors import NotFound
 from scheduler.settings import duration
 from scheduler.cli import common, render, stopping
 from scheduler.cli.common import json_option, redis_option
 from scheduler.cli.progress import Counter, wait_for_job
-
-JOB_NEW_OPTIONS = ("name", "priority", "fail_on_task_failure", "runtime")
-TASK_OPTIONS = ("task_name", "workdir", "env", "export_env", "stdin", "stdout", "stderr", "task_runtime",
-                "depends_on", "no_rerunnable", "sweep")
-
-
-def job_new_options(f):
-    for opt in reversed([
-        click.option("--name", default="", help="Job name."),
-        click.option("--priority", default="Normal", show_default=True,
-                     help="Lowest, BelowNormal, Normal, AboveNormal or Highest."),
-        click.option("--fail-on-task-failure", is_flag=True,
-                     help="Fail the job and cancel its other tasks when a task fails."),
-        click.option("--runtime", type=click.IntRange(min=1), metavar="S",
-                     help="Job run time limit in seconds."),
-    ]):
-        f = opt(f)
-    return f
-
-
-def task_options(f, name_flag: str = "--name", runtime_flag: str = "--runtime"):
-    for opt in reversed([
-        click.option(name_flag, "task_name", default="", help="Task name."),
-        click.option("--workdir", metavar="DIR", help="Working directory of the command."),
-        click.option("--env", multiple=True, metavar="K=V", help="Environment variable (repeatable)."),
-        click.option("--export-env", is_flag=True,
-                     help="Give the task your current environment (hpcq's HPCQ_* settings left "
-                          "out); --env wins over it."),
-        click.option("--stdin", metavar="FILE", help="File to read standard input from."),
-        click.option("--stdout", metavar="FILE", help="File to write standard output to."),
-        click.option("--stderr", metavar="FILE", help="File to write standard error to."),
-        click.option(runtime_flag, "task_runtime", type=click.IntRange(min=1), metavar="S",
-                     help="Task run time limit in seconds."),
-        click.option("--depends-on", metavar="A,B", help="Names of tasks this task waits for."),
-        click.option("--no-rerunnable", is_flag=True, help="Refuse requeues of this task."),
-        click.option("--sweep", metavar="START-END[:STEP]", help="Make a parametric sweep task."),
-    ]):
-        f = opt(f)
-    return f
-
-
-def submit_task_options(f):
-    """The task options of ``job submit``: --name and --runtime there are the job's."""
-    return task_options(f, name_flag="--task-name", runtime_flag="--task-runtime")
-
-
-def build_spec(words, kw) -> TaskSpec:
-    """A validated task spec from the COMMAND words and the task options."""
-    if not words:
-        raise click.UsageError("missing COMMAND (put it after --)")
-    env = common.parse_env(kw["env"])
-    if kw["export_env"]:
-        env = {**common.exported_env(), **env}
-    return TaskSpec(command=common.join_command(words), name=kw["task_name"], work_dir=kw["workdir"],
-                    env=env, stdin=kw["stdin"], stdout=kw["stdout"],
-                    stderr=kw["stderr"], runtime=kw["task_runtime"],
-                    depends_on=common.parse_depends(kw["depends_on"]),
-                    is_rerunnable=not kw["no_rerunnable"], sweep=common.parse_sweep(kw["sweep"]))
-
 
 def add_spec(job, spec: TaskSpec):
     return job.add_task(**vars(spec))
@@ -94,13 +38,20 @@ def job_group():
 
 @job_group.command("new")
 @job_new_options
+@job_default_options
 @redis_option
 @json_option
-def job_new(name, priority, fail_on_task_failure, runtime, as_json):
-    """Create a job in the Configuring state and print its id."""
+def job_new(name, priority, fail_on_task_failure, runtime, as_json, **kw):
+    """Create a job in the Configuring state and print its id.
+
+    \b
+    hpcq job new --name render --cores 4 --group gpu --exclusive
+    hpcq job new --depends-on-job 3,4 --hold-until 2026-11-26T08:00
+    """
+    fields = job_fields(kw, defaults=True)
     s = common.connect()
     job = s.create_job(name=name, priority=priority, fail_on_task_failure=fail_on_task_failure,
-                       runtime=runtime)
+                       runtime=runtime, **fields)
     print_id(job.id, as_json)
 
 
@@ -111,11 +62,13 @@ def job_new(name, priority, fail_on_task_failure, runtime, as_json):
 @redis_option
 @json_option
 def job_add(job, command, as_json, **kw):
-    """Add a task to a job in Configuring; print the task id.
+    """Add a task to a job; print the task id.  To a Configuring job it is submitted with the
+    job; to a Queued or Running one it is queued at once.
 
     \b
     hpcq job add 1 --name prep -- ./prep.sh
-    hpcq job add 1 --sweep 1-100 --depends-on prep -- render frame_*** > out_***.txt
+    hpcq job add 1 --sweep 1-100 --depends-on prep --cores 4 -- render frame_*** > out_***.txt
+    hpcq job add 1 --retry 2 --retry-delay 30 --valid-exit-codes 0,3 -- ./fetch.sh
     """
     spec = build_spec(command, kw)
     s = common.connect()
@@ -143,16 +96,21 @@ _JOB_ID_LIKE = re.compile(r"^\s*\d+\s*$")
 @job_group.command("submit", cls=_DashDashCommand)
 @job_new_options
 @submit_task_options
+@click.option("--key", metavar="K", help="Idempotency key: if a job was already submitted with "
+              "K, print its id instead of submitting another (safe to retry).")
+@click.option("--strict", is_flag=True, help="Refuse a task that no online worker could ever "
+              "run (too many cores, GPUs or memory, or a group no worker is in).")
 @click.argument("words", nargs=-1, metavar="[JOB | -- COMMAND...]")
 @redis_option
 @json_option
-def job_submit(words, as_json, name, priority, fail_on_task_failure, runtime, **kw):
+def job_submit(words, as_json, name, priority, fail_on_task_failure, runtime, key, strict, **kw):
     """Submit job JOB, or create, fill and submit a one-task job running COMMAND.
 
     \b
     hpcq job submit 3
     hpcq job submit --name hello --stdout out.txt -- echo hello
-    hpcq job submit --sweep 1-10 -- echo '*'
+    hpcq job submit --sweep 1-10 --cores 4 -- echo '*'
+    hpcq job submit --key nightly-2026-11-25 --hold-until 2026-11-26T02:00 -- ./nightly.sh
     """
     ctx = click.get_current_context()
     command = ctx.meta.get("hpcq.command")
@@ -162,14 +120,16 @@ def job_submit(words, as_json, name, priority, fail_on_task_failure, runtime, **
         if given:
             raise click.UsageError(
                 f"job and task options apply only to a new job (-- COMMAND), not to job {words[0].strip()}")
-        _print_submitted(common.connect().submit_job(words[0]), as_json)
+        _print_submitted(common.connect().submit_job(words[0], strict=strict, key=key), as_json)
         return
     if command is not None and words:
         raise click.UsageError(f"unexpected argument {words[0]!r} before --")
+    fields = job_fields(kw)
     kw["task_name"] = kw["task_name"] or name
     spec = build_spec(command if command is not None else words, kw)
     job = common.connect().submit(spec, name=name, priority=priority,
-                                  fail_on_task_failure=fail_on_task_failure, runtime=runtime)
+                                  fail_on_task_failure=fail_on_task_failure, runtime=runtime,
+                                  key=key, strict=strict, **fields)
     _print_submitted(job, as_json)
 
 
@@ -328,3 +288,9 @@ def job_purge(job, older_than, as_json):
         click.echo(f"{job} purged")
     else:
         click.echo(f"{len(purged)} job(s) purged")
+
+
+from scheduler.cli.jobcontrol import job_finish, job_modify  # noqa: E402  (they use job_group's helpers)
+
+job_group.add_command(job_modify)
+job_group.add_command(job_finish)

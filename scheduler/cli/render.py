@@ -128,6 +128,13 @@ def show_job(job: JobView) -> None:
         ("Reason", job.reason), ("Priority", job.priority.name),
         ("Fail on task failure", "yes" if job.fail_on_task_failure else "no"),
         ("Runtime limit", f"{job.runtime} s" if job.runtime else "none"),
+        ("Exclusive", "yes" if job.exclusive else "no"),
+        ("Task defaults", " ".join(f"{k}={v}" for k, v in job.task_defaults.items())),
+        ("Environment", " ".join(f"{k}={v}" for k, v in job.env.items())),
+        ("Depends on jobs", ",".join(map(str, job.depends_on_job)) + (
+            " (runs on parent failure)" if job.run_on_parent_failure else "")),
+        ("Hold until", fmt_time(job.hold_until)),
+        ("Task retry count", job.task_retry_count),
         ("Tasks", job.task_count), ("Task states", fmt_counts(job.counts)),
         ("Created", fmt_time(job.create_time)), ("Submitted", fmt_time(job.submit_time)),
         ("Started", fmt_time(job.start_time)), ("Ended", fmt_time(job.end_time)),
@@ -135,6 +142,27 @@ def show_job(job: JobView) -> None:
         ("Requeue count", job.requeue_count), ("Error message", job.error_message),
     ]
     kv_list(rows)
+
+
+def _asks(task: TaskView) -> str:
+    parts = [f"{task.cores} core{'s' if task.cores != 1 else ''}"]
+    if task.memory:
+        parts.append(f"{task.memory} MB")
+    if task.gpus:
+        parts.append(f"{task.gpus} GPU{'s' if task.gpus != 1 else ''}")
+    if task.group:
+        parts.append(f"group {task.group}")
+    if task.exclusive:
+        parts.append("exclusive")
+    return ", ".join(parts)
+
+
+def _given(task: TaskView) -> str:
+    a = task.allocation
+    if not a:
+        return ""
+    gpus = f", GPUs {','.join(a['gpus'])}" if a["gpus"] else ""
+    return f"{a['cores']} core{'s' if a['cores'] != 1 else ''}{gpus} on {task.node}"
 
 
 def show_task(task: TaskView) -> None:
@@ -152,6 +180,10 @@ def show_task(task: TaskView) -> None:
         ("Runtime limit", f"{task.runtime} s" if task.runtime else "none"),
         ("Depends on", ",".join(task.depends_on)),
         ("Rerunnable", "yes" if task.is_rerunnable else "no"),
+        ("Asks for", _asks(task)),
+        ("Given", _given(task)),
+        ("Retry", f"{task.retry_count} of {task.retry} (delay {task.retry_delay:g} s)" if task.retry else ""),
+        ("Valid exit codes", task.valid_exit_codes),
         ("Exit code", task.exit_code), ("Error message", task.error_message),
         ("Node", task.node), ("Pid", task.pid), ("Celery id", task.celery_id),
         ("Submitted", fmt_time(task.submit_time)), ("Started", fmt_time(task.start_time)),

@@ -79,6 +79,26 @@ def _print_state(task, as_json: bool) -> None:
         click.echo(f"{task.id} {task.state.value}")
 
 
+@task_group.command("finish")
+@click.argument("task")
+@click.option("--message", metavar="M", help=f"Recorded as the task's message (<= {MAX_CANCEL_MESSAGE} characters).")
+@click.option("--grace", type=click.FloatRange(min=0), metavar="S", help="Grace period between SIGTERM and SIGKILL.")
+@click.option("--no-wait", is_flag=True, help="Return once the finish is recorded.")
+@redis_option
+@json_option
+def task_finish(task, message, grace, no_wait, as_json):
+    """Finish a task, a whole sweep or one instance (HPC Pack's task finish): stopped as by a
+    cancel if it runs, then Finished with the message."""
+    s = common.connect()
+    t = s.finish_task(task, message=message, wait=False, grace=grace)
+    if not no_wait:
+        stopping.wait_stopped(f"task {t.id}", done=lambda: t.refresh().state in TASK_END,
+                              left=lambda: _still_stopping(t),
+                              grace=grace if grace is not None else s.settings.task_cancel_grace_period,
+                              quiet=as_json)
+    _print_state(t, as_json)
+
+
 @task_group.command("output")
 @click.argument("task")
 @click.option("--follow", "-f", is_flag=True,

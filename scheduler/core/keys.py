@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from scheduler.core.schema import KEYS, PREFIX, key
 
-JOB_SEQ, JOBS, QUEUE, SEQ, ATTEMPT, WORKERS, DEADLINES, LEADER, WAKEUP, EVENTS, ENDED, PURGING = (
+(JOB_SEQ, JOBS, QUEUE, SEQ, ATTEMPT, WORKERS, DEADLINES, LEADER, WAKEUP, EVENTS, ENDED, PURGING,
+ DELAYED, HELD, ADMINS) = (
     key(n) for n in ("JOB_SEQ", "JOBS", "QUEUE", "SEQ", "ATTEMPT", "WORKERS", "DEADLINES",
-                     "LEADER", "WAKEUP", "EVENTS", "ENDED", "PURGING"))
+                     "LEADER", "WAKEUP", "EVENTS", "ENDED", "PURGING", "DELAYED", "HELD", "ADMINS"))
 
 
 def job(job_id) -> str:
@@ -40,6 +41,14 @@ def task_rdeps(task_id) -> str:
     return key("task_rdeps", task_id)
 
 
+def job_children(job_id) -> str:
+    return key("job_children", job_id)
+
+
+def job_key(k: str) -> str:
+    return key("job_key", k)
+
+
 def worker(name: str) -> str:
     return key("worker", name)
 
@@ -55,4 +64,5 @@ def worker_queue(name: str) -> str:
 
 __all__ = ["KEYS", "PREFIX", "key", "job", "job_waiting", "task", "sweep_active", "sweep_redo",
            "sweep_ended", "task_rdeps", "worker", "worker_tasks", "worker_queue", "JOB_SEQ",
-           "JOBS", "QUEUE", "SEQ", "ATTEMPT", "WORKERS", "DEADLINES", "LEADER", "WAKEUP", "EVENTS", "ENDED", "PURGING"]
+           "JOBS", "QUEUE", "SEQ", "ATTEMPT", "WORKERS", "DEADLINES", "LEADER", "WAKEUP", "EVENTS", "ENDED", "PURGING",
+           "DELAYED", "HELD", "ADMINS", "job_children", "job_key"]

@@ -59,25 +59,26 @@ T, J = TaskState, JobState
 #: without Dispatching, since its instances are what get dispatched; a Queued master whose
 #: instances all ended before any of them started - canceled one by one, before or after submit -
 #: passes through Running to its end, as submit passes through Submitted and Validating, so that
-#: Queued -> Finished/Failed stays impossible for a task).  Submitted and Validating are passed
+#: a task goes Queued -> Finished only when the user finishes it, and never Queued -> Failed).  Submitted and Validating are passed
 #: through at submit (each move is an event); HPC Pack's Finishing is not used: a task's end is
 #: recorded in the one step that sees its processes gone, so nothing could ever observe it.
 TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     T.Configuring: frozenset({T.Submitted, T.Canceled}),
     T.Submitted: frozenset({T.Validating, T.Queued, T.Failed, T.Canceled}),
     T.Validating: frozenset({T.Queued, T.Failed, T.Canceled}),
-    T.Queued: frozenset({T.Dispatching, T.Running, T.Canceling, T.Canceled}),
+    # Queued/Dispatching -> Finished: finished by the user (HPC Pack's Finish) before it ran.
+    T.Queued: frozenset({T.Dispatching, T.Running, T.Canceling, T.Canceled, T.Finished}),
     # Dispatching -> Queued/Failed: the worker it was sent to was lost before it started;
     # -> Finished/Failed through Running only (a start Redis forgot is recorded first).
-    T.Dispatching: frozenset({T.Running, T.Queued, T.Failed, T.Canceled}),
+    T.Dispatching: frozenset({T.Running, T.Queued, T.Failed, T.Canceled, T.Finished}),
     # Running -> Queued: a rerunnable task whose attempt was lost (or a requeued sweep master).
     T.Running: frozenset({T.Finished, T.Failed, T.Canceling, T.Queued}),
     # Only a sweep master: one of its canceled instances was requeued (REQUEUE_TASK_FROM still
     # refuses requeuing a Finished task itself).
     T.Finished: frozenset({T.Queued}),
     # A task stopped while Canceling ends Failed, or Queued when a requeue waited on the stop;
-    # a sweep master ends Canceled.
-    T.Canceling: frozenset({T.Failed, T.Canceled, T.Queued}),
+    # a sweep master ends Canceled; either ends Finished when the user finished it.
+    T.Canceling: frozenset({T.Failed, T.Canceled, T.Queued, T.Finished}),
     T.Failed: frozenset({T.Queued}),
     T.Canceled: frozenset({T.Queued}),
 }
@@ -113,8 +114,9 @@ JOB_PENDING = frozenset({J.Configuring, J.Submitted, J.Validating})
 #:   reset         a new run: results cleared, ctx.count (requeue_count/auto_requeue_count) + 1;
 #:                 a sweep master's failed_sweeps mark taken back from its job
 #:   place         where the dispatcher finds it: queue, or the job's waiting set while its
-#:                 dependencies (nwait) have not ended; an instance: its master's redo list, and
-#:                 the master placed so (an ended master is queued again)
+#:                 dependencies (nwait) have not ended or its job is blocked (parent jobs, a
+#:                 hold); an instance: its master's redo list, and the master placed so (an
+#:                 ended master is queued again); a --retry with a delay: DELAYED until due
 #:   started       an instance's sweep master and the job start (the job's clock and runtime
 #:                 limit); nothing for a master itself (its first instance starts it)
 #:   ended         end time; dependents released; the sweep master and the job refreshed; a
@@ -143,6 +145,11 @@ JOB_ON_ENTER: dict[JobState, tuple[str, ...]] = {
 }
 
 #: The states each user operation accepts (HPC Pack's rules, hpcpack.md section 2).
+#: Finish (HPC Pack's Finish) stops what runs like a cancel; what it ends, ends Finished.
+FINISH_TASK_FROM = frozenset({T.Queued, T.Dispatching, T.Running, T.Canceling})
+FINISH_JOB_FROM = frozenset({J.Queued, J.Running})
+MODIFY_JOB_FROM = frozenset({J.Configuring, J.Queued})
+ADD_TASK_TO = frozenset({J.Configuring, J.Queued, J.Running})
 #: Canceling is accepted again so that a second cancel can escalate to force.
 CANCEL_TASK_FROM = frozenset(
     {T.Configuring, T.Submitted, T.Validating, T.Queued, T.Dispatching, T.Running, T.Canceling})
@@ -181,6 +188,14 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "STATS": ("stats", "hash", "cluster-wide counters since the database was created (STATS)"),
     "ENDED": ("ended", "zset", "ended job id -> its end time (what retention purges, oldest first)"),
     "PURGING": ("purging", "set", "jobs whose records are being deleted (resumed by any scheduler)"),
+    "DELAYED": ("delayed", "zset", "task or instance ids waiting out a --retry-delay -> when they "
+                "are placed again (the dispatcher places those due)"),
+    "HELD": ("held", "zset", "job id -> its hold_until (the dispatcher releases those due)"),
+    "job_children": ("job:{}:children", "set", "jobs waiting for this job to end (their parents "
+                     "field names it)"),
+    "job_key": ("jobkey:{}", "string", "the id of the job submitted with this idempotency key"),
+    "ADMINS": ("admins", "string", "the administrators' user names, comma-separated, as the "
+               "scheduler publishes HPCQ_ADMINS (clients never set it)"),
     "job_purge": ("purge:{}", "hash", "a job being purged: t, i = the task and instance left to delete"),
 }
 
@@ -194,8 +209,22 @@ FIELDS = {
     "cut": "where a master cancel cut the sweep off", "nwait": "dependencies not yet ended",
     "explicit": "canceled on purpose (stays Canceled when the job is requeued)",
     "rerunnable": "the task may be rerun", "unlisted": "when its worker stopped listing it",
+    "pwait": "a job: parent jobs (depends_on_job) not yet ended",
+    "held": "a job: '1' while its hold_until is in the future (its tasks wait in its waiting set)",
+    "finish": "a task (or job) being finished by the user: ends Finished, not Failed/Canceled",
+    "retry_count": "command failures retried in this run (--retry), reset by a requeue",
     "failed_sweeps": "a sweep master: it ended Canceled with Failed instances; a job: how many "
                      "of its sweeps did (each counts against the job as a Failed task)",
+}
+
+#: What a task asks for (its record's fields; a sweep instance asks what its master asks) and,
+#: prefixed ``a_``, what its current attempt was given (written by dispatch on the unit's own
+#: record; the worker's usage is the sum over its attempts).  A worker advertises the same names
+#: (``gpus`` as a comma-separated id list, ``groups`` comma-separated) in its record.
+RESOURCES = {
+    "cores": "cores (CCP_NUMCPUS); default 1", "memory": "MB of memory; default 0 (not counted)",
+    "gpus": "GPUs (a task: how many; an attempt: which ids, CUDA_VISIBLE_DEVICES)",
+    "group": "the node group the worker must be in", "exclusive": "'1': alone on its worker",
 }
 
 # --- the event stream ---------------------------------------------------------------------------
@@ -279,7 +308,7 @@ class Msg:
     worker_failed = "The worker failed while running the task: {}"
     retry_limit = "{} The task was already rerun {} times after system errors (TaskRetryCount {}), so it is not rerun again."
     cannot_submit = "Only jobs in the Configuring state can be submitted; job {} is {}."
-    cannot_add = "Tasks can only be added to a job in the Configuring state; job {} is {}."
+    cannot_add = "Tasks can only be added to a Configuring, Queued or Running job; job {} is {}."
     job_changed = "job {} changed while it was being submitted"
     job_has_no_tasks = "job {} has no tasks: add one first (hpcq job add {} -- COMMAND)"
     cannot_purge = "Only Finished, Failed or Canceled jobs can be purged; job {} is {}."
@@ -290,6 +319,17 @@ class Msg:
     job_never_submitted = "Job {} was canceled before it was submitted, so it cannot be requeued."
     task_never_submitted = "Task {} was canceled before its job was submitted, so it cannot be requeued."
     tasks_failed = "{} task(s) failed."
+    retrying = "{} Attempt {} of {} retries: it runs again in {} s."
+    retries_spent = "{} It was retried {} times (--retry), so it is not retried again."
+    parent_failed = "The job failed without starting because its parent job {} is {}."
+    parent_not_found = "parent job {} does not exist"
+    parent_is_self = "a job cannot depend on itself"
+    finished_by_user = "Finished by user."
+    task_cannot_finish = "Tasks in the {} state cannot be finished."
+    job_cannot_finish = "Jobs in the {} state cannot be finished."
+    job_cannot_modify = "Only Configuring or Queued jobs can be modified; job {} is {}."
+    job_finishing = "Tasks cannot be added to job {}: it is being finished."
+    job_key_taken = "the key {} belongs to job {}, which was not submitted with it"
     instances_failed = "{} instance(s) failed."
 
 
@@ -370,6 +410,10 @@ def lua_preamble() -> str:
         f"local REQUEUE_TASK_FROM = {_set(REQUEUE_TASK_FROM)}",
         f"local CANCEL_JOB_FROM = {_set(CANCEL_JOB_FROM)}",
         f"local REQUEUE_JOB_FROM = {_set(REQUEUE_JOB_FROM)}",
+        f"local FINISH_TASK_FROM = {_set(FINISH_TASK_FROM)}",
+        f"local FINISH_JOB_FROM = {_set(FINISH_JOB_FROM)}",
+        f"local MODIFY_JOB_FROM = {_set(MODIFY_JOB_FROM)}",
+        f"local ADD_TASK_TO = {_set(ADD_TASK_TO)}",
         *_keys(),
         "local MSG = {" + ",".join(f"{k}={json.dumps(v)}" for k, v in msgs.items()) + "}",
         "",

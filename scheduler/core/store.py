@@ -24,7 +24,7 @@ _CODES = {"NOTFOUND": NotFound, "STATE": InvalidState, "NOTRERUN": InvalidState,
           "INPUT": InvalidInput, "RETRY": InvalidState, "ILLEGAL": InvalidState}
 SCRIPTS = ("create_job", "add_task", "submit", "dispatch", "start", "finish", "cancel_task",
            "cancel_job", "requeue_task", "requeue_job", "lease", "heartbeat", "lose_worker",
-           "purge_job", "leave")
+           "purge_job", "leave", "new_job", "release", "modify_job", "finish_task", "finish_job")
 
 
 @functools.cache
@@ -84,12 +84,44 @@ class Store:
         flat = [x for kv in record.items() for x in kv]
         return int(self.call("create_job", flat))
 
-    def add_task(self, job_id: int, record: dict[str, str]) -> int:
+    def add_task(self, job_id: int, record: dict[str, str], deps=()) -> int:
+        """Add a task; ``deps`` (task numbers) count only when the job is already submitted."""
         flat = [x for kv in record.items() for x in kv]
-        return int(self.call("add_task", [job_id, *flat]))
+        return int(self.call("add_task", [job_id, ",".join(map(str, deps)), *flat]))
 
-    def submit(self, job_id: int, band: int, deps: list[list[int]]) -> None:
-        self.call("submit", [job_id, len(deps), band, *[",".join(map(str, d)) for d in deps]])
+    def new_job(self, record: dict[str, str], tasks: list[dict[str, str]], deps, band: int,
+                submit: bool = True, key: str = "") -> tuple[int, bool]:
+        """A whole job in one atomic step; (its id, created now).  With ``key``, a job already
+        made with that key is returned instead of a new one."""
+        payload = {"job": [x for kv in record.items() for x in kv],
+                   "tasks": [[x for kv in t.items() for x in kv] for t in tasks],
+                   "deps": [",".join(map(str, d)) for d in deps], "band": band, "submit": submit}
+        j, created = self.call("new_job", [key, json.dumps(payload)])
+        return int(j), bool(created)
+
+    def modify_job(self, job_id: int, hold_until: str = "", priority: str = "", band: int = 0) -> str:
+        return self.call("modify_job", [job_id, hold_until, priority, band])
+
+    def finish_task(self, task_id, message: str, grace=None):
+        return self.split_revokes(self.call("finish_task", [task_id, message,
+                                                            "" if grace is None else grace]))
+
+    def finish_job(self, job_id, message: str, grace=None):
+        return self.split_revokes(self.call("finish_job", [job_id, message,
+                                                           "" if grace is None else grace]))
+
+    def release(self) -> int:
+        """Held jobs and retry delays that are due go to the queue; how many."""
+        return int(self.call("release"))
+
+    def submit(self, job_id: int, band: int, deps: list[list[int]], key: str = "") -> int:
+        """Submit; the job submitted (another one when ``key`` already names it)."""
+        return int(self.call("submit", [job_id, len(deps), band,
+                                        *[",".join(map(str, d)) for d in deps], key]))
+
+    def job_by_key(self, key: str) -> int | None:
+        j = self._do(self.redis.get, keys.job_key(key))
+        return int(j) if j and self._do(self.redis.exists, keys.job(j)) else None
 
     def job(self, job_id: int) -> dict[str, str]:
         rec = self._do(self.redis.hgetall, keys.job(job_id))
@@ -144,9 +176,15 @@ class Store:
         return self.split_revokes(self.call("requeue_job", [job_id, running_msg]))
 
     # --- dispatch and workers -------------------------------------------------------------
+    def dispatch_to(self, workers, want: int, scan: int = 1000) -> list[tuple[str, str, str, str]]:
+        """Hand up to ``want`` queued units to ``workers`` where they fit, looking at most at
+        ``scan`` queue entries: [(worker, task id, token, celery id)]."""
+        flat = self.call("dispatch", [want, scan, *workers])
+        return [tuple(flat[k:k + 4]) for k in range(0, len(flat), 4)]
+
     def dispatch(self, worker: str, want: int) -> list[tuple[str, str, str]]:
-        flat = self.call("dispatch", [worker, want])
-        return [tuple(flat[k:k + 3]) for k in range(0, len(flat), 3)]
+        """``dispatch_to`` one worker: [(task id, token, celery id)]."""
+        return [a[1:] for a in self.dispatch_to([worker], want)]
 
     def start(self, task_id, token, pid) -> tuple[bool, str, dict[str, str] | str]:
         reply = self.call("start", [task_id, token, pid])
@@ -170,12 +208,18 @@ class Store:
         self._do(self.redis.hset, keys.task(task_id), mapping={k: str(v) for k, v in fields.items()})
 
     def heartbeat(self, name: str, slots: int, queue: str, info: dict, held, grace: float,
-                  retry_cap: int, state: str = "online"):
+                  retry_cap: int, state: str = "online", resources: dict | None = None):
         """Registers the worker in full and reconciles: ``held`` is [(task id, token)] of the
-        attempts it really runs.  Returns (stale [(task id, token)] to kill, revokes)."""
+        attempts it really runs; ``resources`` what it advertises (cores, memory in MB, gpus as
+        a list of ids, groups; cores default to ``slots``, memory to unlimited).  Returns
+        (stale [(task id, token)] to kill, revokes)."""
+        res = resources or {}
         flat = [x for pair in held for x in pair]
-        stale, revokes = self.call("heartbeat", [name, slots, queue, json.dumps(info), grace,
-                                                 retry_cap, state, len(held), *flat])
+        stale, revokes = self.call("heartbeat", [
+            name, slots, queue, json.dumps(info), grace, retry_cap, state,
+            res.get("cores") or slots, res.get("memory") or "",
+            ",".join(map(str, res.get("gpus") or ())), ",".join(res.get("groups") or ()),
+            len(held), *flat])
         return ([(stale[k], stale[k + 1]) for k in range(0, len(stale), 2)],
                 [(revokes[k], revokes[k + 1]) for k in range(0, len(revokes), 2) if revokes[k]])
 

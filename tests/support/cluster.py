@@ -103,9 +103,12 @@ class Cluster:
     def start_scheduler(self, key: str = "scheduler") -> subprocess.Popen:
         return self._spawn(key, ["scheduler"])
 
-    def start_worker(self, name: str, concurrency: int = 2, wait: bool = True) -> subprocess.Popen:
+    def start_worker(self, name: str, concurrency: int = 2, wait: bool = True,
+                     args=()) -> subprocess.Popen:
+        """``args``: more options of ``hpcq worker`` (--cores, --gpus, --group ...)."""
         self.r.zrem("hpcq:workers", name)
-        p = self._spawn(name, ["worker", "--hostname", name, "--concurrency", str(concurrency)])
+        p = self._spawn(name, ["worker", "--hostname", name, "--concurrency", str(concurrency),
+                               *map(str, args)])
         if wait:
             def ready():
                 if p.poll() is not None:
@@ -169,8 +172,8 @@ def running_cluster(redis_url: str, workers=(("w1@hpcq-test", 2),), schedulers=(
     try:
         for key in schedulers:
             cluster.start_scheduler(key)
-        for name, concurrency in workers:
-            cluster.start_worker(name, concurrency)
+        for name, concurrency, *args in workers:
+            cluster.start_worker(name, concurrency, args=args[0] if args else ())
         if schedulers:
             wait_until(lambda: cluster.r.get("hpcq:leader"), 30, "a scheduler to take the lease")
         yield cluster

@@ -1,54 +1,185 @@
--- ARGV: worker name, most tasks to hand out.  Pops the queue head in priority order up to the
--- worker's free slots; each popped task (or the next instance of a sweep) goes Dispatching with a
--- fresh attempt token.  Returns id, token, celery id for each.
-local w, want = ARGV[1], tonumber(ARGV[2])
-local wv = redis.call('HMGET', K.worker(w), 'slots', F.state, 'stale')
--- a lost, draining or stopped worker gets nothing; slots held by stale attempts being killed are not free
-if wv[2] == WS.lost or wv[2] == WS.stopped or wv[2] == WS.draining then return {} end
-local free = num(wv[1]) - redis.call('SCARD', K.worker_tasks(w)) - num(wv[3])
-if want > free then want = free end
+-- ARGV: most units to hand out, most queue entries to look at, then the workers to fill.
+-- Walks the queue in priority order and gives each unit (a task, or a sweep's next instance) to
+-- a worker where all it asks for is free (schema.RESOURCES: cores, memory, GPUs, node group,
+-- exclusive; a job's exclusive flag keeps other jobs off its workers), the one with the most
+-- free cores.  The first unit that fits nowhere now but would fit on an idle worker reserves
+-- the worker nearest to fitting it: later (lower-priority) units go there only if they fit
+-- beside it, so a large task is never starved by a stream of small ones (EASY backfill without
+-- run time estimates).  Each handed-out unit goes Dispatching with a fresh attempt token and
+-- its allocation (a_*).  Returns worker, id, token, celery id for each.
+local want, scan = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ws = {}
+for k = 3, #ARGV do
+  local w = ARGV[k]
+  local v = redis.call('HMGET', K.worker(w), 'slots', F.state, 'stale', 'cores', 'memory', 'gpus',
+                       'groups')
+  -- a lost, draining or stopped worker gets nothing; slots held by stale attempts being killed
+  -- are not free
+  if v[2] == WS.online then
+    local slots = num(v[1]) - num(v[3])
+    local W = {name = w, free = slots, cores = num(v[4] or v[1]), memory = tonumber(v[5]) or math.huge,
+               gpus = {}, groups = {}, jobs = {}, njobs = 0, ntasks = 0}
+    W.cap = {cores = W.cores, memory = W.memory, gpus = 0, slots = slots}
+    local used = {}
+    for _, id in ipairs(redis.call('SMEMBERS', K.worker_tasks(w))) do
+      local a = redis.call('HMGET', K.task(id), 'a_cores', 'a_memory', 'a_gpus', 'a_excl')
+      W.cores = W.cores - (tonumber(a[1]) or 1)
+      W.memory = W.memory - num(a[2])
+      for g in string.gmatch(a[3] or '', '[^,]+') do used[g] = true end
+      local j = split_id(id)
+      if a[4] == 'task' then W.closed = true elseif a[4] == 'job' then W.owner = j end
+      if not W.jobs[j] then W.jobs[j] = true; W.njobs = W.njobs + 1 end
+      W.ntasks = W.ntasks + 1
+    end
+    W.free = W.free - W.ntasks
+    for g in string.gmatch(v[6] or '', '[^,]+') do
+      W.cap.gpus = W.cap.gpus + 1
+      if not used[g] then table.insert(W.gpus, g) end
+    end
+    for g in string.gmatch(v[7] or '', '[^,]+') do W.groups[g] = true end
+    table.insert(ws, W)
+  end
+end
 local out = {}
-if want <= 0 then return out end
+if want <= 0 or #ws == 0 then return out end
+
+-- what a unit of queue entry `id` asks for (an instance asks what its master asks)
+local asks = {}
+local function ask(id)
+  if asks[id] then return asks[id] end
+  local v = redis.call('HMGET', K.task(id), 'cores', 'memory', 'gpus', 'group', 'exclusive')
+  local j = split_id(id)
+  local R = {cores = tonumber(v[1]) or 1, memory = num(v[2]), gpus = num(v[3]), group = v[4] or '',
+             exclusive = v[5] == '1', job = j,
+             job_excl = redis.call('HGET', K.job(j), 'exclusive') == '1'}
+  asks[id] = R
+  return R
+end
+
+local function group_ok(W, R) return R.group == '' or W.groups[R.group] end
+
+local function fits(W, R)
+  return W.free >= 1 and not W.closed and group_ok(W, R) and W.cores >= R.cores
+      and W.memory >= R.memory and #W.gpus >= R.gpus
+      and (not R.exclusive or W.ntasks == 0)
+      and (W.owner == nil or W.owner == R.job)
+      and (not R.job_excl or W.njobs == 0 or (W.njobs == 1 and W.jobs[R.job]))
+end
+
+-- would fit if the worker were idle
+local function could_fit(W, R)
+  return W.cap.slots >= 1 and group_ok(W, R) and W.cap.cores >= R.cores
+      and W.cap.memory >= R.memory and W.cap.gpus >= R.gpus
+end
+
+local function best(R, test)
+  local pick
+  for _, W in ipairs(ws) do
+    if test(W, R) and (not pick or W.cores > pick.cores) then pick = W end
+  end
+  return pick
+end
+
+-- the worker takes (or is reserved for) a unit asking R
+local function take(W, R)
+  W.free = W.free - 1
+  W.cores = W.cores - R.cores
+  W.memory = W.memory - R.memory
+  W.ntasks = W.ntasks + 1
+  if not W.jobs[R.job] then W.jobs[R.job] = true; W.njobs = W.njobs + 1 end
+  if R.exclusive then W.closed = true end
+  if R.job_excl then W.owner = R.job end
+  local given = {}
+  for _ = 1, R.gpus do table.insert(given, table.remove(W.gpus, 1)) end
+  return table.concat(given, ',')
+end
+
+local reserved = false
+local function reserve(R)
+  if reserved then return end
+  local W = best(R, could_fit)
+  if W then
+    reserved = true
+    take(W, R)
+  end
+end
+
+local function anyone_free()
+  for _, W in ipairs(ws) do
+    if W.free >= 1 and not W.closed then return true end
+  end
+  return false
+end
+
 local ts = now()
-while #out < want * 3 do
-  local head = redis.call('ZRANGE', K.QUEUE, 0, 0)
-  if #head == 0 then break end
-  local id = head[1]
+local function hand_out(unit, W, R)
+  local gpus = take(W, R)
+  -- unique even if Redis lost its last writes and counts again: the sequence, then microseconds
+  local token = string.format('%d%06d', redis.call('INCR', K.ATTEMPT), tonumber(redis.call('TIME')[2]))
+  local cid = celery_id(unit, token)
+  redis.call('HSET', K.task(unit), F.token, token, F.celery_id, cid, F.node, W.name,
+             'dispatch_time', ts, 'a_cores', R.cores, 'a_memory', R.memory, 'a_gpus', gpus,
+             'a_excl', R.exclusive and 'task' or (R.job_excl and 'job' or ''))
+  enter('task', unit, S.Dispatching, {ts = ts, node = W.name, from = S.Queued})
+  for _, x in ipairs({W.name, unit, token, cid}) do table.insert(out, x) end
+end
+
+-- the next instance of sweep `id` to hand out (requeued ones first), or nil; takes the master
+-- out of the queue once it has none left
+local function next_instance(id)
   local tk = K.task(id)
-  local unit
-  if redis.call('HEXISTS', tk, F.total) == 1 then
-    local i = redis.call('RPOP', K.sweep_redo(id))
-    if not i then
-      local v = redis.call('HMGET', tk, F.next, F.total)
-      local nxt, total = num(v[1]), num(v[2])
-      while not i and nxt < total do
-        nxt = redis.call('HINCRBY', tk, F.next, 1)
-        if redis.call('EXISTS', K.task(id .. '.' .. nxt)) == 1 then
-          redis.call('HINCRBY', tk, F.pre, -1)   -- canceled (or requeued) before its turn
-        else
-          i = nxt
-          materialize(id .. '.' .. i, S.Queued, ts, true)
-        end
+  local i = redis.call('RPOP', K.sweep_redo(id))
+  if not i then
+    local v = redis.call('HMGET', tk, F.next, F.total)
+    local nxt, total = num(v[1]), num(v[2])
+    while not i and nxt < total do
+      nxt = redis.call('HINCRBY', tk, F.next, 1)
+      if redis.call('EXISTS', K.task(id .. '.' .. nxt)) == 1 then
+        redis.call('HINCRBY', tk, F.pre, -1)   -- canceled (or requeued) before its turn
+      else
+        i = nxt
+        materialize(id .. '.' .. i, S.Queued, ts, true)
       end
     end
-    if i then unit = id .. '.' .. i end
-    local v = redis.call('HMGET', tk, F.next, F.total)
-    if num(v[1]) >= num(v[2]) and redis.call('LLEN', K.sweep_redo(id)) == 0 then
-      redis.call('ZREM', K.QUEUE, id)
-    end
-  else
-    redis.call('ZREM', K.QUEUE, id)
-    if redis.call('HGET', tk, F.state) == S.Queued then unit = id end
   end
-  if unit then
-    -- unique even if Redis lost its last writes and counts again: the sequence, then microseconds
-    local token = string.format('%d%06d', redis.call('INCR', K.ATTEMPT), tonumber(redis.call('TIME')[2]))
-    local cid = celery_id(unit, token)
-    redis.call('HSET', K.task(unit), F.token, token, F.celery_id, cid, F.node, w, 'dispatch_time', ts)
-    enter('task', unit, S.Dispatching, {ts = ts, node = w, from = S.Queued})
-    table.insert(out, unit)
-    table.insert(out, token)
-    table.insert(out, cid)
+  local v = redis.call('HMGET', tk, F.next, F.total)
+  if num(v[1]) >= num(v[2]) and redis.call('LLEN', K.sweep_redo(id)) == 0 then
+    redis.call('ZREM', K.QUEUE, id)
+  end
+  return i
+end
+
+local after, seen = '-inf', 0
+while #out / 4 < want and seen < scan and anyone_free() do
+  local chunk = redis.call('ZRANGEBYSCORE', K.QUEUE, after, '+inf', 'WITHSCORES', 'LIMIT', 0, 64)
+  if #chunk == 0 then break end
+  for k = 1, #chunk, 2 do
+    local id = chunk[k]
+    after = '(' .. chunk[k + 1]
+    seen = seen + 1
+    if is_master(id) then
+      local R = ask(id)
+      local W = best(R, fits)
+      while W and #out / 4 < want do
+        local i = next_instance(id)
+        if not i then break end
+        hand_out(id .. '.' .. i, W, R)
+        W = best(R, fits)
+      end
+      if not W and redis.call('ZSCORE', K.QUEUE, id) then reserve(R) end
+    elseif redis.call('HGET', K.task(id), F.state) ~= S.Queued then
+      redis.call('ZREM', K.QUEUE, id)              -- an entry left behind: drop it
+    else
+      local R = ask(id)
+      local W = best(R, fits)
+      if W then
+        redis.call('ZREM', K.QUEUE, id)
+        hand_out(id, W, R)
+      else
+        reserve(R)
+      end
+    end
+    if #out / 4 >= want or seen >= scan then break end
   end
 end
 return out

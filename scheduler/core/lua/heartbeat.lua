@@ -1,6 +1,7 @@
 -- ARGV: worker name, slots, queue, info (JSON), reconcile grace (s), retry cap, state (online,
--- or draining: shutting down, no new work), then n and n pairs (task id, token) of the
--- attempts the worker really holds (its local record).
+-- or draining: shutting down, no new work), what it advertises (cores, memory MB or '', GPU
+-- ids and node groups comma-separated), then n and n pairs (task id, token) of the attempts
+-- the worker really holds (its local record).
 -- Registers the worker in full on every beat (a forgotten or restarted worker comes back with
 -- its slots and queue), then reconciles Redis with the worker's reality, as slurmd reports its
 -- jobs: an attempt the worker holds that Redis no longer assigns to it is stale (returned: the
@@ -9,7 +10,8 @@
 -- Returns {{stale id, token, ...}, {celery id, mode, ...}}.
 local w, slots, queue, info, grace, cap = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local wstate = ARGV[7]
-local n = tonumber(ARGV[8])
+local cores, memory, gpus, groups = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local n = tonumber(ARGV[12])
 local wk = K.worker(w)
 local ts = now()
 local was, wasinfo, drain_at = unpack(redis.call('HMGET', wk, F.state, 'info', 'drain_at'))
@@ -18,7 +20,9 @@ local was, wasinfo, drain_at = unpack(redis.call('HMGET', wk, F.state, 'info', '
 if was == WS.draining and wasinfo == info and tonumber(ts) - num(drain_at) < 10 then
   wstate = WS.draining
 end
-redis.call('HSET', wk, 'slots', slots, 'queue', queue, 'info', info, 'beat', ts)
+redis.call('HSET', wk, 'slots', slots, 'queue', queue, 'info', info, 'beat', ts, 'cores', cores,
+           'gpus', gpus, 'groups', groups)
+if memory ~= '' then redis.call('HSET', wk, 'memory', memory) else redis.call('HDEL', wk, 'memory') end
 if was ~= wstate and was ~= WS.online and was ~= WS.draining then
   redis.call('HSET', wk, 'started', ts)
 end
@@ -26,7 +30,7 @@ worker_enter(w, was or '', wstate, '', ts)
 redis.call('ZADD', K.WORKERS, ts, w)
 local listed, stale = {}, {}
 for k = 0, n - 1 do
-  local id, tok = ARGV[9 + 2 * k], ARGV[10 + 2 * k]
+  local id, tok = ARGV[13 + 2 * k], ARGV[14 + 2 * k]
   listed[id] = tok
   local v = redis.call('HMGET', K.task(id), F.token, F.node)
   if v[1] ~= tok or v[2] ~= w then

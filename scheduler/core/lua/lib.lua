@@ -43,7 +43,9 @@ local function implicit_state(id)
   if not m then return nil end
   local v = redis.call('HMGET', K.task(m), F.total, F.cut, F.state)
   if not v[1] or tonumber(i) < 1 or tonumber(i) > num(v[1]) then return nil end
-  if v[2] and tonumber(i) > num(v[2]) then return S.Canceled end
+  if v[2] and tonumber(i) > num(v[2]) then
+    return redis.call('HGET', K.task(m), F.finish) == '1' and S.Finished or S.Canceled
+  end
   if TASK_PENDING[v[3]] and v[3] ~= S.Queued then return v[3] end
   return S.Queued
 end
@@ -103,10 +105,13 @@ end
 -- What a previous attempt left behind, cleared so a requeued task starts clean.
 local RESULT_FIELDS = {'exit_code', 'error', 'output', 'end_time', 'start_time', 'pid',
   'cpu_user', 'cpu_sys', 'max_rss', 'cancel_error', 'cancel_force', 'cancel_grace',
-  'cancel_requeue', 'cancel_time', F.explicit, F.token, F.celery_id, F.unlisted, 'worker_pid'}
+  'cancel_requeue', 'cancel_time', F.explicit, F.token, F.celery_id, F.unlisted, 'worker_pid',
+  F.finish}
 
 -- === the one way into a state ================================================================
 local EFFECT = {}
+-- Job-level steps used by effects but defined further down (after cancel_all): parents.
+local JOBS = {}
 
 -- Move job j or task/instance id to state `to`: the state, the per-state counts of its parent,
 -- an event (and a task's history line), then what entering `to` does (schema.TASK_ON_ENTER /
@@ -160,9 +165,11 @@ local function job_refresh(j, ts)
       enter('job', j, S.Canceled, {ts = ts})
     elseif st == S.Queued or st == S.Running then
       -- a sweep canceled while instances ran counts as a failure, as a task killed running does
-      local v = redis.call('HMGET', jk, 'c:' .. S.Failed, F.failed_sweeps)
+      local v = redis.call('HMGET', jk, 'c:' .. S.Failed, F.failed_sweeps, F.finish)
       local nf = num(v[1]) + num(v[2])
-      if nf > 0 then
+      if v[3] == '1' then
+        enter('job', j, S.Finished, {ts = ts})     -- finished by the user, with its message
+      elseif nf > 0 then
         redis.call('HSET', jk, 'error', string.format(MSG.tasks_failed, int(nf)))
         enter('job', j, S.Failed, {ts = ts})
       else
@@ -180,15 +187,19 @@ local function master_refresh(m, ts)
   local st = redis.call('HGET', mk, F.state)
   if st == S.Canceling and redis.call('SCARD', K.sweep_active(m)) == 0
       and redis.call('LLEN', K.sweep_redo(m)) == 0 then
-    enter('task', m, S.Canceled, {ts = ts})
+    enter('task', m, redis.call('HGET', mk, F.finish) == '1' and S.Finished or S.Canceled, {ts = ts})
   elseif st == S.Queued or st == S.Running then
-    local v = redis.call('HMGET', mk, F.total, 'i:' .. S.Finished, 'i:' .. S.Failed, 'i:' .. S.Canceled)
+    local v = redis.call('HMGET', mk, F.total, 'i:' .. S.Finished, 'i:' .. S.Failed, 'i:' .. S.Canceled,
+                         'max_failed_instances')
     if num(v[2]) + num(v[3]) + num(v[4]) >= num(v[1]) then
       -- every instance ended before one started (canceled one by one): the master passes
       -- through Running, as a task never goes Queued -> Finished/Failed
       if st == S.Queued then enter('task', m, S.Running, {ts = ts}) end
       if num(v[3]) > 0 then
         redis.call('HSET', mk, 'error', string.format(MSG.instances_failed, v[3]))
+      end
+      -- it fails once more of its instances failed than it allows (max_failed_instances)
+      if num(v[3]) > num(v[5]) then
         enter('task', m, S.Failed, {ts = ts})
       else
         enter('task', m, S.Finished, {ts = ts})
@@ -209,16 +220,38 @@ local function job_started(j, ts)
   if redis.call('HGET', jk, F.state) == S.Queued then enter('job', j, S.Running, {ts = ts}) end
 end
 
+-- A job whose tasks may not start yet: parent jobs not ended (pwait) or a hold in the future
+-- (held).  Its tasks wait in its waiting set, as tasks with dependencies do.
+local function job_blocked(j)
+  local v = redis.call('HMGET', K.job(j), F.pwait, F.held)
+  return num(v[1]) > 0 or v[2] == '1'
+end
+
 -- A task or sweep master reached an end state: release the tasks that waited for it.
 local function release_dependents(j, t)
   local rk = K.task_rdeps(j .. '.' .. t)
   local waiting = redis.call('SMEMBERS', rk)
   redis.call('DEL', rk)
+  local blocked = job_blocked(j)
   for _, d in ipairs(waiting) do
     local did = j .. '.' .. d
     local left = redis.call('HINCRBY', K.task(did), F.nwait, -1)
-    if left <= 0 and redis.call('SREM', K.job_waiting(j), d) == 1 then
+    if left <= 0 and not blocked and redis.call('SREM', K.job_waiting(j), d) == 1 then
       if redis.call('HGET', K.task(did), F.state) == S.Queued then enqueue(did) end
+    end
+  end
+end
+
+-- Job j may start its tasks (its parents ended, its hold passed): those of its waiting set
+-- whose own dependencies have ended go to the queue.
+local function job_unblock(j)
+  if job_blocked(j) then return end
+  for _, t in ipairs(redis.call('SMEMBERS', K.job_waiting(j))) do
+    local id = j .. '.' .. t
+    local v = redis.call('HMGET', K.task(id), F.nwait, F.state)
+    if num(v[1]) <= 0 and (v[2] == S.Queued or v[2] == S.Running) then
+      redis.call('SREM', K.job_waiting(j), t)
+      enqueue(id)
     end
   end
 end
@@ -226,6 +259,7 @@ end
 -- Only what was placed: a pending unit, or a sweep master leaving Running (a Running master
 -- is queued while it has instances to hand out).
 function EFFECT.unplace(id, from)
+  if from == S.Queued then redis.call('ZREM', K.DELAYED, id) end
   local m, i = master_of(id)
   if m then
     if TASK_PENDING[from] then redis.call('LREM', K.sweep_redo(m), 0, i) end
@@ -252,12 +286,14 @@ end
 
 function EFFECT.reset(id, from, to, ctx)
   if TASK_PENDING[from] then return end
+  -- a requeue by the user is a new run: its --retry count starts again
+  if ctx.count == 'requeue_count' then redis.call('HDEL', K.task(id), F.retry_count) end
   if ctx.count then redis.call('HINCRBY', K.task(id), ctx.count, 1) end
   if is_master(id) then
     if redis.call('HDEL', K.task(id), F.failed_sweeps) == 1 then
       redis.call('HINCRBY', K.job(split_id(id)), F.failed_sweeps, -1)
     end
-    redis.call('HDEL', K.task(id), 'end_time', 'error', F.explicit)
+    redis.call('HDEL', K.task(id), 'end_time', 'error', F.explicit, F.finish)
   else
     redis.call('HDEL', K.task(id), unpack(RESULT_FIELDS))
   end
@@ -267,14 +303,14 @@ end
 -- dependencies have not all ended, else the queue.
 local function place_in_job(id)
   local j, t = split_id(id)
-  if num(redis.call('HGET', K.task(id), F.nwait)) > 0 then
+  if num(redis.call('HGET', K.task(id), F.nwait)) > 0 or job_blocked(j) then
     redis.call('SADD', K.job_waiting(j), t)
   else
     enqueue(id)
   end
 end
 
-function EFFECT.place(id, from, to, ctx)
+local function place_unit(id, ts)
   local j, t, i = split_id(id)
   if not i then return place_in_job(id) end
   -- an instance: its master's redo list, and the master placed (an ended one queued again)
@@ -282,10 +318,20 @@ function EFFECT.place(id, from, to, ctx)
   redis.call('SREM', K.sweep_ended(m), i)
   redis.call('LPUSH', K.sweep_redo(m), i)
   if TASK_END[redis.call('HGET', K.task(m), F.state)] then
-    enter('task', m, S.Queued, {ts = ctx.ts})
+    enter('task', m, S.Queued, {ts = ts})
   else
     place_in_job(m)
   end
+end
+
+-- A unit placed again after a command failure (--retry) waits out its delay first (DELAYED;
+-- release.lua places it when due).
+function EFFECT.place(id, from, to, ctx)
+  if ctx.delay and ctx.delay > 0 then
+    redis.call('ZADD', K.DELAYED, tonumber(ctx.ts) + ctx.delay, id)
+    return
+  end
+  place_unit(id, ctx.ts)
 end
 
 function EFFECT.started(id, from, to, ctx)
@@ -320,13 +366,15 @@ end
 function EFFECT.job_ended(j, from, to, ctx)
   redis.call('HSET', K.job(j), 'end_time', ctx.ts)
   redis.call('ZREM', K.DEADLINES, j)
+  redis.call('ZREM', K.HELD, j)
   redis.call('ZADD', K.ENDED, ctx.ts, j)
+  JOBS.release_children(j, to, ctx.ts)
 end
 
 function EFFECT.job_reopened(j, from, to, ctx)
   -- a new run: its clock (and runtime limit) starts again when a task next runs
   if JOB_END[from] then
-    redis.call('HDEL', K.job(j), 'end_time', 'error', 'start_time')
+    redis.call('HDEL', K.job(j), 'end_time', 'error', 'start_time', F.finish)
     redis.call('ZREM', K.ENDED, j)
   end
 end
@@ -347,7 +395,9 @@ local function materialize(id, st, ts, in_turn)
 end
 
 -- === cancel and requeue ======================================================================
--- opts: qmsg (queued), rmsg (running), force, grace, explicit, graceful; revokes appended to out.
+-- opts: qmsg (queued), rmsg (running), force, grace, explicit, graceful, finish (HPC Pack's
+-- Finish: stopped the same way, but what had not started and what is stopped end Finished with
+-- the message); revokes appended to out.
 
 -- Cancel one task or instance by HPC Pack's table (graceful: a running one is left to finish).
 -- A cancel overrides a requeue still waiting on a stop (cancel_requeue).
@@ -357,6 +407,7 @@ local function cancel_unit(id, ts, o, out)
   if TASK_END[st] then return end
   redis.call('HDEL', tk, 'cancel_requeue')
   if o.graceful and (st == S.Running or st == S.Canceling) then return end
+  if o.finish then redis.call('HSET', tk, F.finish, '1') end
   if st == S.Running then
     redis.call('HSET', tk, 'cancel_error', o.rmsg, 'cancel_force', o.force and '1' or '0',
                'cancel_grace', o.grace or '', 'cancel_time', ts)
@@ -374,9 +425,9 @@ local function cancel_unit(id, ts, o, out)
       table.insert(out, redis.call('HGET', tk, F.celery_id) or '')
       table.insert(out, 'discard')
     end
-    redis.call('HSET', tk, 'error', o.qmsg)
+    if o.qmsg ~= '' or not o.finish then redis.call('HSET', tk, 'error', o.qmsg) end
     if o.explicit then redis.call('HSET', tk, F.explicit, '1') end
-    enter('task', id, S.Canceled, {ts = ts})
+    enter('task', id, o.finish and S.Finished or S.Canceled, {ts = ts})
   end
 end
 
@@ -388,13 +439,17 @@ local function cancel_master(m, ts, o, out)
   local st = redis.call('HGET', mk, F.state)
   if TASK_END[st] then return end
   if st ~= S.Canceling then
-    redis.call('HSET', mk, 'error', o.qmsg)
+    if o.qmsg ~= '' or not o.finish then redis.call('HSET', mk, 'error', o.qmsg) end
     if o.explicit then redis.call('HSET', mk, F.explicit, '1') end
+    if o.finish then redis.call('HSET', mk, F.finish, '1') end
     local v = redis.call('HMGET', mk, F.total, F.next, F.pre)
     if num(v[1]) > num(v[2]) then
+      -- the tail never handed out: Canceled (Finished when the sweep is finished)
       local rest = num(v[1]) - num(v[2]) - num(v[3])
       redis.call('HSET', mk, F.cut, int(num(v[2])), F.next, v[1])
-      if rest ~= 0 then redis.call('HINCRBY', mk, 'i:' .. S.Canceled, int(rest)) end
+      if rest ~= 0 then
+        redis.call('HINCRBY', mk, 'i:' .. (o.finish and S.Finished or S.Canceled), int(rest))
+      end
     end
     if TASK_PENDING[st] and st ~= S.Queued then
       enter('task', m, S.Canceled, {ts = ts})   -- not submitted: nothing was dispatched
@@ -403,6 +458,10 @@ local function cancel_master(m, ts, o, out)
     enter('task', m, S.Canceling, {ts = ts})    -- out of the queue (or the waiting set)
     for _, i in ipairs(redis.call('LRANGE', K.sweep_redo(m), 0, -1)) do
       cancel_unit(m .. '.' .. i, ts, o, out)
+    end
+    -- instances waiting out a --retry-delay (DELAYED holds only failing units, so it is short)
+    for _, x in ipairs(redis.call('ZRANGE', K.DELAYED, 0, -1)) do
+      if master_of(x) == m then cancel_unit(x, ts, o, out) end
     end
   end
   for _, i in ipairs(redis.call('SMEMBERS', K.sweep_active(m))) do
@@ -485,21 +544,37 @@ end
 -- rerun fewer than `cap` times - unless its job or sweep is being canceled (a graceful cancel
 -- lets running tasks finish, it starts nothing again): then it ends, Failed if it ran.
 -- Returns {'ok', end state, message, celery id, mode, ...} or {'stale', state}.
+-- Whether exit code `code` (text) is success under `codes` (resources.parse_exit_codes' text:
+-- "0,10..20"; '' means only 0).
+local function exit_code_ok(code, codes)
+  local c = tonumber(code)
+  if not c then return false end
+  if not codes or codes == '' then return c == 0 end
+  for part in string.gmatch(codes, '[^,]+') do
+    local lo, hi = string.match(part, '^(-?%d+)%.%.(-?%d+)$')
+    lo, hi = tonumber(lo or part), tonumber(hi or part)
+    if lo and c >= lo and c <= hi then return true end
+  end
+  return false
+end
+
 local function end_attempt(id, token, outcome, exit_code, err, output, cpu_user, cpu_sys, max_rss, cap)
   local tk = K.task(id)
   local v = redis.call('HMGET', tk, F.state, F.token, 'cancel_error', 'cancel_requeue', F.node,
-                       'auto_requeue_count')
+                       'auto_requeue_count', F.finish, F.retry_count)
   local st = v[1]
   if not st then return {'stale', 'gone'} end
   if v[2] ~= token or not TASK_ON_WORKER[st] then return {'stale', st} end
   local j, t, i = split_id(id)
   local spec = i and K.task(j .. '.' .. t) or tk
-  local rerunnable = redis.call('HGET', spec, F.rerunnable) == '1'
-  local jv = redis.call('HMGET', K.job(j), F.state, 'fail_on_task_failure', 'task_retry_count')
+  local sv = redis.call('HMGET', spec, F.rerunnable, 'valid_exit_codes', 'retry', 'retry_delay',
+                        F.state, 'max_failed_instances')
+  local rerunnable = sv[1] == '1'
+  local jv = redis.call('HMGET', K.job(j), F.state, 'fail_on_task_failure', 'task_retry_count', F.finish)
   if jv[3] then cap = jv[3] end
-  -- nothing of a job or sweep being canceled (or ended) goes back to the queue by itself
-  local stopping = jv[1] == S.Canceling or JOB_END[jv[1]]
-      or (i and redis.call('HGET', spec, F.state) == S.Canceling)
+  -- nothing of a job or sweep being canceled, finished (or ended) goes back to the queue by itself
+  local stopping = jv[1] == S.Canceling or JOB_END[jv[1]] or jv[4] == '1'
+      or (i and sv[5] == S.Canceling)
   local ts = now()
   if st == S.Dispatching and outcome == O.exit then
     -- it ran, but its start was lost with Redis' last writes: record the start first
@@ -507,8 +582,10 @@ local function end_attempt(id, token, outcome, exit_code, err, output, cpu_user,
     st = S.Running
   end
   local to, msg, requeue = S.Failed, err, v[4] == '1'
+  local delay, count = 0, 'auto_requeue_count'
   if st == S.Canceling then
     msg = v[3]
+    if v[7] == '1' then to = S.Finished end     -- finished by the user: with its message
   elseif outcome == O.lost then
     if stopping then
       if st == S.Dispatching then to = S.Canceled end   -- it never started
@@ -521,8 +598,14 @@ local function end_attempt(id, token, outcome, exit_code, err, output, cpu_user,
         msg = string.format(MSG.retry_limit, err, num(v[6]), cap)
       end
     end
-  elseif exit_code == '0' and err == '' then
-    to, msg = S.Finished, ''
+  elseif exit_code_ok(exit_code, sv[2]) and (err == '' or err == string.format(MSG.exit_code, exit_code)) then
+    to, msg = S.Finished, ''                    -- 0, or one of its valid exit codes
+  elseif exit_code ~= '' and not stopping and num(v[8]) < num(sv[3]) then
+    -- --retry N: the command failed; it runs again (after --retry-delay), N times at most
+    to, count, delay = S.Queued, F.retry_count, num(sv[4])
+    msg = string.format(MSG.retrying, err, int(num(v[8]) + 1), sv[3], sv[4])
+  elseif exit_code ~= '' and num(sv[3]) > 0 then
+    msg = string.format(MSG.retries_spent, err, sv[3])
   end
   local fields = {'end_time', ts, 'cpu_user', cpu_user, 'cpu_sys', cpu_sys, 'max_rss', max_rss,
                   'output', output}
@@ -537,9 +620,11 @@ local function end_attempt(id, token, outcome, exit_code, err, output, cpu_user,
     redis.call('HSET', tk, 'last_error', msg)
     -- a rerun counts; an attempt that never started was not run, so it does not
     local rerun = st ~= S.Dispatching
-    if rerun then redis.call('HINCRBY', K.STATS, ST.attempts_rerun, 1) end
-    enter('task', id, S.Queued, {ts = ts, from = st, msg = msg,
-                                 count = rerun and 'auto_requeue_count' or nil})
+    if rerun and count == 'auto_requeue_count' then
+      redis.call('HINCRBY', K.STATS, ST.attempts_rerun, 1)
+    end
+    enter('task', id, S.Queued, {ts = ts, from = st, msg = msg, delay = delay,
+                                 count = rerun and count or nil})
     job_refresh(j, ts)
   elseif to == S.Failed and requeue then
     -- a requeue waited on this stop: straight back to the queue (a job cancel drops the wait)
@@ -550,8 +635,10 @@ local function end_attempt(id, token, outcome, exit_code, err, output, cpu_user,
   else
     if msg ~= '' then redis.call('HSET', tk, 'error', msg) else redis.call('HDEL', tk, 'error') end
     -- fail_on_task_failure: the first real failure fails the job at once and stops the rest.
+    -- (an instance of a sweep that allows some failures fails the job only past them)
     local fails_job = to == S.Failed and st ~= S.Canceling and jv[2] == '1' and not JOB_END[jv[1]]
-        and jv[1] ~= S.Canceling
+        and jv[1] ~= S.Canceling and jv[4] ~= '1'
+        and not (i and num(redis.call('HGET', spec, 'i:' .. S.Failed)) + 1 <= num(sv[6]))
     if fails_job then
       redis.call('HSET', K.job(j), 'error', string.format(MSG.job_failed_on_task, id))
       enter('job', j, S.Failed, {ts = ts})
@@ -569,4 +656,127 @@ local function end_attempt(id, token, outcome, exit_code, err, output, cpu_user,
   end
   if #out > 3 then wakeup() else wakeup(v[5]) end
   return out
+end
+
+-- === jobs: parents, creation, tasks, submission ==============================================
+-- Job j fails without starting because its parent p ended `pst` (Failed or Canceled) and it
+-- did not ask to run anyway (run_on_parent_failure): its tasks are canceled with the reason.
+function JOBS.parent_failed(j, p, pst, ts)
+  local jk = K.job(j)
+  local st = redis.call('HGET', jk, F.state)
+  if st ~= S.Queued and st ~= S.Running then return end
+  local msg = string.format(MSG.parent_failed, p, pst)
+  redis.call('HSET', jk, 'error', msg, F.pwait, 0)
+  enter('job', j, S.Failed, {ts = ts})
+  local revokes = {}
+  cancel_all(j, ts, {qmsg = msg, rmsg = msg}, '', revokes)
+end
+
+-- Job j ended `to`: each job waiting for it has one parent fewer to wait for; it starts once
+-- none is left (and its hold passed), or fails at once if `to` is not Finished.
+function JOBS.release_children(j, to, ts)
+  local ck = K.job_children(j)
+  for _, c in ipairs(redis.call('SMEMBERS', ck)) do
+    local v = redis.call('HMGET', K.job(c), F.state, 'run_on_parent_failure')
+    if v[1] and not JOB_END[v[1]] then
+      redis.call('HINCRBY', K.job(c), F.pwait, -1)
+      if to ~= S.Finished and v[2] ~= '1' then
+        JOBS.parent_failed(c, j, to, ts)
+      else
+        job_unblock(c)
+      end
+    end
+  end
+  redis.call('DEL', ck)
+  wakeup()
+end
+
+-- Refuses (before any write) parents that do not exist.
+local function check_parents(parents)
+  for p in string.gmatch(parents or '', '%d+') do
+    if redis.call('EXISTS', K.job(p)) == 0 then fail('NOTFOUND', string.format(MSG.parent_not_found, p)) end
+  end
+end
+
+local function create_job(fields, ts)
+  local j = redis.call('INCR', K.JOB_SEQ)
+  local jk = K.job(j)
+  if #fields > 0 then redis.call('HSET', jk, unpack(fields)) end
+  redis.call('HSET', jk, F.state, S.Configuring, 'create_time', ts, F.changed, ts, 'ntasks', 0)
+  redis.call('ZADD', K.JOBS, j, j)
+  emit('job', j, '', S.Configuring, '', '', ts)
+  return j
+end
+
+-- The job's defaults for what a task does not ask itself (schema.RESOURCES).
+local JOB_DEFAULTS = {'cores', 'memory', 'gpus', 'group'}
+
+local function add_task_record(j, fields, ts)
+  local jk = K.job(j)
+  local t = redis.call('HINCRBY', jk, 'ntasks', 1)
+  local id = j .. '.' .. t
+  local tk = K.task(id)
+  redis.call('HSET', tk, unpack(fields))
+  local dv = redis.call('HMGET', jk, unpack(JOB_DEFAULTS))
+  for k, f in ipairs(JOB_DEFAULTS) do
+    if dv[k] and redis.call('HEXISTS', tk, f) == 0 then redis.call('HSET', tk, f, dv[k]) end
+  end
+  redis.call('HSET', tk, F.state, S.Configuring, 'create_time', ts, F.changed, ts, 'requeue_count', 0)
+  if redis.call('HEXISTS', tk, F.total) == 1 then redis.call('HSET', tk, F.next, 0) end
+  redis.call('HINCRBY', jk, 'c:' .. S.Configuring, 1)
+  emit('task', id, '', S.Configuring, '', '', ts)
+  history_add(id, ts, S.Configuring, '', '')
+  return t
+end
+
+-- Task t of job j submitted: Submitted -> Validating -> Queued, waiting for its dependencies
+-- (task numbers, comma-separated) that have not ended.
+local function submit_task(j, t, deps, score, ts)
+  local id = j .. '.' .. t
+  local tk = K.task(id)
+  redis.call('HSET', tk, 'submit_time', ts, F.score, int(score), 'deps', deps)
+  if redis.call('HGET', tk, F.state) ~= S.Configuring then return end
+  local nwait = 0
+  for d in string.gmatch(deps, '%d+') do
+    if not TASK_END[redis.call('HGET', K.task(j .. '.' .. d), F.state)] then
+      redis.call('SADD', K.task_rdeps(j .. '.' .. d), t)
+      nwait = nwait + 1
+    end
+  end
+  redis.call('HSET', tk, F.nwait, nwait)
+  -- entering Queued places it: the queue, or the job's waiting set while it waits
+  for _, s in ipairs({S.Submitted, S.Validating, S.Queued}) do enter('task', id, s, {ts = ts}) end
+  -- a sweep whose instances were all canceled one by one before submit ends now
+  if is_master(id) then master_refresh(id, ts) end
+end
+
+-- Configuring -> Submitted -> Validating -> Queued for job j and every task (checked by the
+-- caller); its parents and hold are taken into account first, so its tasks wait in its waiting
+-- set while it is blocked.
+local function submit_job(j, band, deps, ts)
+  local jk = K.job(j)
+  local n = #deps
+  local seq = redis.call('INCRBY', K.SEQ, n) - n
+  local jv = redis.call('HMGET', jk, 'parents', 'run_on_parent_failure', 'hold_until')
+  local pwait, failed, fstate = 0, nil, nil
+  for p in string.gmatch(jv[1] or '', '%d+') do
+    local pst = redis.call('HGET', K.job(p), F.state)
+    -- a parent purged since is taken as ended well (its outcome is no longer known)
+    if pst and not JOB_END[pst] then
+      redis.call('SADD', K.job_children(p), j)
+      pwait = pwait + 1
+    elseif pst and pst ~= S.Finished and jv[2] ~= '1' and not failed then
+      failed, fstate = p, pst
+    end
+  end
+  redis.call('HSET', jk, F.pwait, failed and 1 or pwait, 'band', int(band), 'submit_time', ts)
+  if jv[3] and tonumber(jv[3]) > tonumber(ts) then
+    redis.call('HSET', jk, F.held, '1')
+    redis.call('ZADD', K.HELD, jv[3], j)
+  end
+  for _, s in ipairs({S.Submitted, S.Validating, S.Queued}) do enter('job', j, s, {ts = ts}) end
+  for t = 1, n do submit_task(j, t, deps[t], band + seq + t, ts) end
+  job_refresh(j, ts)
+  if failed then JOBS.parent_failed(j, failed, fstate, ts) end
+  wakeup()
 end

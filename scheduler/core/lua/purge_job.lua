@@ -16,7 +16,9 @@ if redis.call('EXISTS', pk) == 0 then
     local ended = redis.call('ZSCORE', K.ENDED, j)
     if not ended or tonumber(ended) >= tonumber(before) then return {'young', 0} end
   end
-  redis.call('HSET', pk, 't', num(redis.call('HGET', K.job(j), 'ntasks')), 'i', 0)
+  local jv = redis.call('HMGET', K.job(j), 'ntasks', 'key')
+  redis.call('HSET', pk, 't', num(jv[1]), 'i', 0)
+  if jv[2] and redis.call('GET', K.job_key(jv[2])) == tostring(j) then redis.call('DEL', K.job_key(jv[2])) end
   for _, name in ipairs(JOB_KEYS) do
     if name ~= 'job_purge' then redis.call('DEL', K[name](j)) end
   end

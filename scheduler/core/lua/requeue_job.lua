@@ -15,10 +15,10 @@ job_reopen(j, ts)
 redis.call('HINCRBY', jk, 'requeue_count', 1)
 for t = 1, num(redis.call('HGET', jk, 'ntasks')) do
   local id = j .. '.' .. t
-  local v = redis.call('HMGET', K.task(id), F.state, F.explicit)
+  local v = redis.call('HMGET', K.task(id), F.state, F.explicit, F.finish)
   local tst, explicit = v[1], v[2] == '1'
-  if tst == S.Canceled and explicit then
-    -- canceled on purpose: stays Canceled
+  if (tst == S.Canceled and explicit) or (tst == S.Finished and v[3] == '1') then
+    -- canceled on purpose: stays Canceled; finished by the user: stays Finished
   elseif is_master(id) then
     if tst ~= S.Canceling then requeue_master(id, ts) end
   elseif tst == S.Failed or tst == S.Canceled then

@@ -2,7 +2,8 @@
 -- immediately before the command starts: only the current attempt of a task that is still
 -- Dispatching may start.  Asking again for the same attempt from the same process (its reply
 -- was lost with the connection) answers the same.  Returns {'ok', sweep value or '',
--- spec field, value, ...} or {'no', state}.
+-- spec field, value, ..., then _job_name, _job_env (the job's name and variables) and _cores,
+-- _gpus (what this attempt was given)} or {'no', state}.
 local id, token, pid = ARGV[1], ARGV[2], ARGV[3]
 local tk = K.task(id)
 local v = redis.call('HMGET', tk, F.state, F.token, 'worker_pid')
@@ -24,4 +25,8 @@ if m then
 end
 local res = {'ok', value}
 for _, x in ipairs(redis.call('HGETALL', spec_key)) do table.insert(res, x) end
+local jv = redis.call('HMGET', K.job(split_id(id)), 'name', 'env')
+local av = redis.call('HMGET', tk, 'a_cores', 'a_gpus')
+for _, x in ipairs({'_job_name', jv[1] or '', '_job_env', jv[2] or '', '_cores', av[1] or '1',
+                    '_gpus', av[2] or ''}) do table.insert(res, x) end
 return res
