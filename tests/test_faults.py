@@ -86,10 +86,12 @@ def test_pool_process_killed_not_rerunnable_fails_and_a_cancel_completes(redis_s
 
 
 def test_rerun_cap_counts_lost_attempts(redis_server, tmp_path):
+    """The job's task_retry_count (issue 14: hpcq job new --task-retry-count) wins over the
+    cluster's HPCQ_TASK_RETRY_COUNT."""
     with running_cluster(redis_server, workers=(("w1@cap", 1),),
-                         env={**ENV, "HPCQ_TASK_RETRY_COUNT": "1"}) as c:
+                         env={**ENV, "HPCQ_TASK_RETRY_COUNT": "5"}) as c:
         s = c.scheduler_api()
-        job = s.create_job(name="cap")
+        job = s.create_job(name="cap", task_retry_count=1)
         task = job.add_task(command="sleep 120")
         s.submit_job(job)
         for n in range(2):
@@ -101,6 +103,7 @@ def test_rerun_cap_counts_lost_attempts(redis_server, tmp_path):
         t = s.get_task(task.id)
         assert t.auto_requeue_count == 1
         assert "not rerun again" in t.error_message and "died" in t.error_message
+        assert "(TaskRetryCount 1)" in t.error_message
 
 
 def test_worker_killed_restarted_same_name_kills_orphans_first(redis_server, tmp_path):
