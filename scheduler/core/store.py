@@ -27,11 +27,15 @@ SCRIPTS = ("create_job", "add_task", "submit", "dispatch", "start", "finish", "c
            "purge_job", "leave", "new_job", "release", "modify_job", "finish_task", "finish_job")
 
 
+#: The shared helpers every script gets, in this order (each may use the ones before).
+LIBS = ("lib", "lib_stop", "lib_jobs")
+
+
 @functools.cache
 def script_source(name: str) -> str:
     lua = Path(__file__).with_name("lua")
-    return "\n".join([schema.lua_preamble(),
-                      (lua / "lib.lua").read_text(), (lua / f"{name}.lua").read_text()])
+    return "\n".join([schema.lua_preamble(), *((lua / f"{lib}.lua").read_text() for lib in LIBS),
+                      (lua / f"{name}.lua").read_text()])
 
 
 def translate(exc: redis.RedisError) -> HpcqError:
