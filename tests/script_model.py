@@ -77,7 +77,8 @@ return cjson.encode(out)
 """
 #: The hash fields the checker (and the sequence's choices) read.
 FIELDS = ("state", "node", "token", "nwait", "total", "next", "cut", "pre", "ntasks",
-          "fail_on_task_failure", "slots", "worker_pid", "rerunnable", "priority", "failed_sweeps")
+          "fail_on_task_failure", "slots", "worker_pid", "rerunnable", "priority", "failed_sweeps",
+          "pwait", "held", "finish", "parents", "run_on_parent_failure", "parent_failed", "max_failed_instances", "cut_as")
 
 
 def _pairs(flat):
@@ -249,6 +250,17 @@ def check_invariants(snap: dict) -> list[str]:
 def _check_job(snap, j, jh, queue, on_sets, seen_units, instances) -> list[str]:
     bad: list[str] = []
     n = _i(jh.get("ntasks"))
+    # blocked: parent jobs not ended (pwait: the children sets of its parents that hold it) or
+    # a hold (held, with the job in HELD)
+    blocked = _i(jh.get("pwait")) > 0 or jh.get("held") == "1"
+    delayed = snap.get(keys.DELAYED, {})
+    if jh.get("state") in ("Queued", "Running"):
+        holding = sum(str(j) in snap.get(keys.job_children(p), set())
+                      for p in (jh.get("parents") or "").split(",") if p)
+        if holding != _i(jh.get("pwait")):
+            bad.append(f"job {j}: pwait={jh.get('pwait')} but {holding} parent(s) hold it")
+    if (jh.get("held") == "1") != (str(j) in snap.get(keys.HELD, {})):
+        bad.append(f"job {j}: held={jh.get('held')} but in HELD={str(j) in snap.get(keys.HELD, {})}")
     waiting = snap.get(keys.job_waiting(j), set())
     tasks = {}
     for t in range(1, n + 1):
@@ -287,9 +299,9 @@ def _check_job(snap, j, jh, queue, on_sets, seen_units, instances) -> list[str]:
         seen_units.add(tid)
         if "total" in th:
             bad += _check_master(snap, j, t, th, queue, waiting, on_sets, seen_units,
-                                 instances.get(tid, {}))
+                                 instances.get(tid, {}), blocked, delayed)
         else:
-            bad += _check_plain(tid, t, th, queue, waiting, on_sets)
+            bad += _check_plain(tid, t, th, queue, waiting, on_sets, blocked, delayed)
     marked = [t for t, th in tasks.items() if th.get("failed_sweeps") == "1"]
     if _i(jh.get("failed_sweeps")) != len(marked):
         bad.append(f"job {j}: failed_sweeps={jh.get('failed_sweeps')} but {len(marked)} sweep(s) are marked")
@@ -314,25 +326,28 @@ def _places_on_worker(uid, st, rec, on_sets) -> list[str]:
     return []
 
 
-def _check_plain(tid, t, th, queue, waiting, on_sets) -> list[str]:
+def _check_plain(tid, t, th, queue, waiting, on_sets, blocked, delayed) -> list[str]:
     bad = []
     st = th.get("state")
     if st not in TASK_STATES:
         return [f"{tid} has unknown state {st!r}"]
-    in_q, in_w = tid in queue, str(t) in waiting
+    in_q, in_w, in_d = tid in queue, str(t) in waiting, tid in delayed
     if st == "Queued":
-        # exactly one place: the queue (dispatchable) or the job's waiting set (depends_on)
-        if in_q + in_w != 1:
-            bad.append(f"{tid} is Queued but in_queue={in_q} in_waiting={in_w}")
-        elif in_w != (_i(th.get("nwait")) > 0):
-            bad.append(f"{tid} is Queued with nwait={th.get('nwait')} but in_waiting={in_w}")
-    elif in_q or in_w:
-        bad.append(f"{tid} is {st} but in_queue={in_q} in_waiting={in_w}")
+        # exactly one place: the queue (dispatchable), the job's waiting set (depends_on, or
+        # its job blocked by parents or a hold) or DELAYED (a --retry-delay)
+        if in_q + in_w + in_d != 1:
+            bad.append(f"{tid} is Queued but in_queue={in_q} in_waiting={in_w} in_delayed={in_d}")
+        elif not in_d and in_w != (_i(th.get("nwait")) > 0 or blocked):
+            bad.append(f"{tid} is Queued with nwait={th.get('nwait')} (job blocked={blocked}) "
+                       f"but in_waiting={in_w}")
+    elif in_q or in_w or in_d:
+        bad.append(f"{tid} is {st} but in_queue={in_q} in_waiting={in_w} in_delayed={in_d}")
     bad += _places_on_worker(tid, st, th, on_sets)
     return bad
 
 
-def _check_master(snap, j, t, mh, queue, waiting, on_sets, seen_units, recs) -> list[str]:
+def _check_master(snap, j, t, mh, queue, waiting, on_sets, seen_units, recs, blocked,
+                  delayed) -> list[str]:
     """A sweep master and its instances.
 
     How instances are counted (lib.lua ``materialize``/``implicit_state``, dispatch.lua,
@@ -374,7 +389,7 @@ def _check_master(snap, j, t, mh, queue, waiting, on_sets, seen_units, recs) -> 
     implicit_canceled = tail if cut is not None else 0
     pending_unrecorded = tail if cut is None else 0
     counts = Counter(r.get("state") for r in recs.values())
-    counts["Canceled"] += implicit_canceled
+    counts[mh.get("cut_as") or "Canceled"] += implicit_canceled
     for s in TASK_STATES:
         have = _i(mh.get("i:" + s))
         if have != counts[s]:
@@ -393,7 +408,8 @@ def _check_master(snap, j, t, mh, queue, waiting, on_sets, seen_units, recs) -> 
         seen_units.add(uid)
         ist = rec.get("state")
         place = (str(i) in active, redo.count(str(i)), str(i) in ended)
-        want = {"Queued": (False, 1, False), "Finished": (False, 0, False),
+        queued = (False, 0, False) if uid in delayed else (False, 1, False)
+        want = {"Queued": queued, "Finished": (False, 0, False),
                 "Failed": (False, 0, True), "Canceled": (False, 0, True)}.get(
             ist, (True, 0, False) if ist in TASK_ON_WORKER else None)
         if want is None:
@@ -416,9 +432,9 @@ def _check_master(snap, j, t, mh, queue, waiting, on_sets, seen_units, recs) -> 
     has_work = bool(redo) or pending_unrecorded > 0
     if in_q and in_w:
         bad.append(f"sweep {m} is both in the queue and in the waiting set")
-    if in_w and not (st == "Queued" and nwait > 0):
-        bad.append(f"sweep {m} is {st} with nwait={nwait} but in the waiting set")
-    if in_q and has_work and not (st in ("Queued", "Running") and nwait <= 0):
+    if in_w and not ((st == "Queued" and nwait > 0) or (st in ("Queued", "Running") and blocked)):
+        bad.append(f"sweep {m} is {st} with nwait={nwait} (job blocked={blocked}) but in the waiting set")
+    if in_q and has_work and not (st in ("Queued", "Running") and nwait <= 0 and not blocked):
         bad.append(f"sweep {m} is {st} with nwait={nwait}, has instances to hand out "
                    f"(redo={redo}, {pending_unrecorded} not yet dispatched) and is in the queue")
     if st in ("Queued", "Running") and has_work and not (in_q or in_w):
@@ -432,9 +448,11 @@ def _check_master(snap, j, t, mh, queue, waiting, on_sets, seen_units, recs) -> 
         bad.append(f"sweep {m} is {st} but all {total} instances ended")
     if st == "Queued" and n_run:
         bad.append(f"sweep {m} is Queued but {n_run} instance(s) run")
-    if st == "Finished" and (n_end != total or counts["Failed"]):
+    # it fails once more instances failed than it allows (max_failed_instances), unless finished
+    allowed = _i(mh.get("max_failed_instances"))
+    if st == "Finished" and (n_end != total or (counts["Failed"] > allowed and mh.get("finish") != "1")):
         bad.append(f"sweep {m} is Finished but ended={n_end}/{total}, failed={counts['Failed']}")
-    if st == "Failed" and (n_end != total or not counts["Failed"]):
+    if st == "Failed" and (n_end != total or counts["Failed"] <= allowed):
         bad.append(f"sweep {m} is Failed but ended={n_end}/{total}, failed={counts['Failed']}")
     if st == "Canceling" and not (active or redo):
         bad.append(f"sweep {m} is Canceling with nothing active or queued again")
@@ -475,13 +493,14 @@ def _check_job_state(j, jh, c) -> list[str]:
         if pending + busy == 0:
             why = "a Running job has something left to run"
     elif st == "Finished":
-        if pending + busy or failed:
+        if pending + busy or (failed and jh.get("finish") != "1"):
             why = "a Finished job has nothing left to run and no Failed task (or failed sweep)"
     elif st == "Failed":
         if pending or c["Dispatching"] or c["Running"]:
             why = "a Failed job has nothing queued or running (at most tasks still Canceling)"
-        elif not fotf and (busy or not failed):
-            why = "a Failed job (not fail_on_task_failure) has no busy task and a Failed one"
+        elif not fotf and not jh.get("parent_failed") and (busy or not failed):
+            why = ("a Failed job (not fail_on_task_failure, no failed parent) has no busy task "
+                   "and a Failed one")
     elif st == "Canceling":
         if pending or not busy:
             why = "a Canceling job has nothing queued and something still stopping"
@@ -651,8 +670,11 @@ class Sequence:
         sweep = None
         if rng.random() < 0.35:
             sweep = rng.choice([(1, rng.randint(1, 5), 1), (0, 8, 2)])
+        retry = rng.choice([0, 0, 0, 1, 2])
         return TaskSpec(command="true", name=f"t{k}", depends_on=deps,
-                        is_rerunnable=rng.random() < 0.8, sweep=sweep)
+                        is_rerunnable=rng.random() < 0.8, sweep=sweep, retry=retry,
+                        retry_delay=rng.choice([0, 0, 5]) if retry else 0,
+                        max_failed_instances=rng.choice([None, 1]) if sweep else None)
 
     # -- operations: each returns a short text for the history
     def op_create(self):
@@ -662,15 +684,18 @@ class Sequence:
         fotf = rng.random() < 0.25
         prio = rng.choice(["Normal", "Normal", "AboveNormal", "Lowest"])
         self.desc = "create"
-        jid = self.store.create_job(JobSpec(name="r", priority=prio,
-                                            fail_on_task_failure=fotf).to_record())
+        parents = rng.sample(sorted(self.jobs), min(len(self.jobs), rng.choice([0, 0, 0, 1, 2])))
+        hold = time.time() + rng.choice([-5, 1000]) if rng.random() < 0.15 else None
+        jid = self.store.create_job(JobSpec(name="r", priority=prio, fail_on_task_failure=fotf,
+                                            depends_on_job=parents, hold_until=hold,
+                                            run_on_parent_failure=rng.random() < 0.3).to_record())
         specs = []
         for _ in range(rng.randint(1, 4)):
             spec = self.new_task(specs)
             self.store.add_task(jid, spec.to_record())
             specs.append(spec)
         self.jobs[jid] = specs
-        text = f"create job {jid} fotf={int(fotf)} tasks=" + "; ".join(
+        text = f"create job {jid} fotf={int(fotf)} parents={parents} hold={hold and int(hold - time.time())} tasks=" + "; ".join(
             f"{s.name}{'[sweep %d]' % s.instances if s.sweep else ''}"
             f"{'' if s.is_rerunnable else ' !rerun'}{' <-' + ','.join(s.depends_on) if s.depends_on else ''}"
             for s in specs)
@@ -819,6 +844,37 @@ class Sequence:
         self.revoked(rev)
         return f"requeue_job {j} -> {st} {len(rev)}"
 
+    def op_finish_task(self):
+        uid = self.pick_unit()
+        self.desc = f"finish_task {uid}"
+        st, rev = self.store.finish_task(uid, "done")
+        self.revoked(rev)
+        return f"finish_task {uid} -> {st} {len(rev)}"
+
+    def op_finish_job(self):
+        j = self.pick_job() or 999
+        self.desc = f"finish_job {j}"
+        st, rev = self.store.finish_job(j, "done")
+        self.revoked(rev)
+        return f"finish_job {j} -> {st} {len(rev)}"
+
+    def op_modify(self):
+        rng = self.rng
+        j = self.pick_job() or 999
+        hold = rng.choice(["", "0", f"{time.time() + 1000:.6f}", f"{time.time() - 5:.6f}"])
+        prio = rng.choice(["", "", "Highest", "Lowest"])
+        self.desc = f"modify {j} hold={hold[:4]} prio={prio}"
+        st = self.store.modify_job(j, hold, prio, band(prio) if prio else 0)
+        return f"modify {j} hold={hold[:4]} prio={prio} -> {st}"
+
+    def op_release(self):
+        self.desc = "release"
+        if self.rng.random() < 0.5:   # as if the delays and holds had passed
+            for k in (keys.DELAYED, keys.HELD):
+                for m in self.r.zrange(k, 0, -1):
+                    self.r.zadd(k, {m: 1})
+        return f"release -> {self.store.release()}"
+
     def op_lose_worker(self):
         w = self.rng.choice(list(self.WORKERS))
         self.desc = f"lose_worker {w}"
@@ -858,7 +914,8 @@ class Sequence:
 
     OPS = (("dispatch", 14), ("start", 16), ("finish", 18), ("cancel_task", 8), ("cancel_job", 2),
            ("requeue_task", 7), ("requeue_job", 2), ("create", 3), ("submit", 2),
-           ("add_task", 2), ("lose_worker", 2), ("heartbeat", 8))
+           ("add_task", 2), ("lose_worker", 2), ("heartbeat", 8), ("finish_task", 2),
+           ("finish_job", 1), ("modify", 2), ("release", 2))
 
     #: Every this many steps the snapshot kept from the keyspace feed is compared with a full
     #: read (a missed notification would show there).

@@ -26,7 +26,7 @@ def implicit_state(master: dict, instance: int | None = None) -> str:
     a cancel of the master cut it off (``instance`` None: one not yet materialized)."""
     cut = master.get("cut")
     if cut is not None and (instance is None or instance > int(cut)):
-        return (TaskState.Finished if master.get("finish") == "1" else TaskState.Canceled).value
+        return master.get("cut_as") or TaskState.Canceled.value
     if master.get("state") in {s.value for s in TASK_PENDING}:
         return master["state"]
     return TaskState.Queued.value

@@ -41,11 +41,9 @@ local function is_master(id) return redis.call('HEXISTS', K.task(id), F.total) =
 local function implicit_state(id)
   local m, i = master_of(id)
   if not m then return nil end
-  local v = redis.call('HMGET', K.task(m), F.total, F.cut, F.state)
+  local v = redis.call('HMGET', K.task(m), F.total, F.cut, F.state, F.cut_as)
   if not v[1] or tonumber(i) < 1 or tonumber(i) > num(v[1]) then return nil end
-  if v[2] and tonumber(i) > num(v[2]) then
-    return redis.call('HGET', K.task(m), F.finish) == '1' and S.Finished or S.Canceled
-  end
+  if v[2] and tonumber(i) > num(v[2]) then return v[4] or S.Canceled end
   if TASK_PENDING[v[3]] and v[3] ~= S.Queued then return v[3] end
   return S.Queued
 end
@@ -227,6 +225,34 @@ local function job_blocked(j)
   return num(v[1]) > 0 or v[2] == '1'
 end
 
+-- Job j waits for its parents that have not ended (each parent's children set holds it; pwait
+-- counts them).  Returns the first parent that ended other than Finished (nil if none or if the
+-- job runs on parent failure) and its state.  A parent purged since counts as ended well.
+local function wait_for_parents(j)
+  local jk = K.job(j)
+  local jv = redis.call('HMGET', jk, 'parents', 'run_on_parent_failure')
+  local pwait, failed, fstate = 0, nil, nil
+  for p in string.gmatch(jv[1] or '', '%d+') do
+    local pst = redis.call('HGET', K.job(p), F.state)
+    if pst and not JOB_END[pst] then
+      redis.call('SADD', K.job_children(p), j)
+      pwait = pwait + 1
+    elseif pst and pst ~= S.Finished and jv[2] ~= '1' and not failed then
+      failed, fstate = p, pst
+    end
+  end
+  redis.call('HSET', jk, F.pwait, pwait)
+  return failed, fstate
+end
+
+-- Job j ended: it waits for no parent any more.
+local function stop_waiting_for_parents(j)
+  for p in string.gmatch(redis.call('HGET', K.job(j), 'parents') or '', '%d+') do
+    redis.call('SREM', K.job_children(p), j)
+  end
+  redis.call('HSET', K.job(j), F.pwait, 0)
+end
+
 -- A task or sweep master reached an end state: release the tasks that waited for it.
 local function release_dependents(j, t)
   local rk = K.task_rdeps(j .. '.' .. t)
@@ -367,6 +393,8 @@ function EFFECT.job_ended(j, from, to, ctx)
   redis.call('HSET', K.job(j), 'end_time', ctx.ts)
   redis.call('ZREM', K.DEADLINES, j)
   redis.call('ZREM', K.HELD, j)
+  redis.call('HDEL', K.job(j), F.held)
+  stop_waiting_for_parents(j)
   redis.call('ZADD', K.ENDED, ctx.ts, j)
   JOBS.release_children(j, to, ctx.ts)
 end
@@ -374,7 +402,9 @@ end
 function EFFECT.job_reopened(j, from, to, ctx)
   -- a new run: its clock (and runtime limit) starts again when a task next runs
   if JOB_END[from] then
-    redis.call('HDEL', K.job(j), 'end_time', 'error', 'start_time', F.finish)
+    -- a requeue runs it anyway if a parent failed, but after the parents still running
+    wait_for_parents(j)
+    redis.call('HDEL', K.job(j), 'end_time', 'error', 'start_time', F.finish, F.parent_failed)
     redis.call('ZREM', K.ENDED, j)
   end
 end

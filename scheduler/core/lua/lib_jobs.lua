@@ -9,8 +9,8 @@ function JOBS.parent_failed(j, p, pst, ts)
   local st = redis.call('HGET', jk, F.state)
   if st ~= S.Queued and st ~= S.Running then return end
   local msg = string.format(MSG.parent_failed, p, pst)
-  redis.call('HSET', jk, 'error', msg, F.pwait, 0)
-  enter('job', j, S.Failed, {ts = ts})
+  redis.call('HSET', jk, 'error', msg, F.parent_failed, p)
+  enter('job', j, S.Failed, {ts = ts})     -- (its end stops it waiting for its other parents)
   local revokes = {}
   cancel_all(j, ts, {qmsg = msg, rmsg = msg}, '', revokes)
 end
@@ -100,22 +100,14 @@ local function submit_job(j, band, deps, ts)
   local jk = K.job(j)
   local n = #deps
   local seq = redis.call('INCRBY', K.SEQ, n) - n
-  local jv = redis.call('HMGET', jk, 'parents', 'run_on_parent_failure', 'hold_until')
-  local pwait, failed, fstate = 0, nil, nil
-  for p in string.gmatch(jv[1] or '', '%d+') do
-    local pst = redis.call('HGET', K.job(p), F.state)
-    -- a parent purged since is taken as ended well (its outcome is no longer known)
-    if pst and not JOB_END[pst] then
-      redis.call('SADD', K.job_children(p), j)
-      pwait = pwait + 1
-    elseif pst and pst ~= S.Finished and jv[2] ~= '1' and not failed then
-      failed, fstate = p, pst
-    end
-  end
-  redis.call('HSET', jk, F.pwait, failed and 1 or pwait, 'band', int(band), 'submit_time', ts)
-  if jv[3] and tonumber(jv[3]) > tonumber(ts) then
+  local failed, fstate = wait_for_parents(j)
+  -- a failed parent: its tasks wait (blocked) until parent_failed cancels them below
+  if failed then redis.call('HSET', jk, F.held, '1') end
+  redis.call('HSET', jk, 'band', int(band), 'submit_time', ts)
+  local hold = redis.call('HGET', jk, 'hold_until')
+  if hold and tonumber(hold) > tonumber(ts) then
     redis.call('HSET', jk, F.held, '1')
-    redis.call('ZADD', K.HELD, jv[3], j)
+    redis.call('ZADD', K.HELD, hold, j)
   end
   for _, s in ipairs({S.Submitted, S.Validating, S.Queued}) do enter('job', j, s, {ts = ts}) end
   for t = 1, n do submit_task(j, t, deps[t], band + seq + t, ts) end

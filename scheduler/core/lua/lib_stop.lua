@@ -54,6 +54,7 @@ local function cancel_master(m, ts, o, out)
       -- the tail never handed out: Canceled (Finished when the sweep is finished)
       local rest = num(v[1]) - num(v[2]) - num(v[3])
       redis.call('HSET', mk, F.cut, int(num(v[2])), F.next, v[1])
+      if o.finish then redis.call('HSET', mk, F.cut_as, S.Finished) end
       if rest ~= 0 then
         redis.call('HINCRBY', mk, 'i:' .. (o.finish and S.Finished or S.Canceled), int(rest))
       end
@@ -98,12 +99,12 @@ end
 local function requeue_master(m, ts)
   local mk = K.task(m)
   local n = 0
-  local v = redis.call('HMGET', mk, F.total, F.cut, F.pre)
+  local v = redis.call('HMGET', mk, F.total, F.cut, F.pre, F.cut_as)
   if v[2] then
     local rest = num(v[1]) - num(v[2]) - num(v[3])
     redis.call('HSET', mk, F.next, v[2])
-    redis.call('HDEL', mk, F.cut)
-    if rest ~= 0 then redis.call('HINCRBY', mk, 'i:' .. S.Canceled, int(-rest)) end
+    redis.call('HDEL', mk, F.cut, F.cut_as)
+    if rest ~= 0 then redis.call('HINCRBY', mk, 'i:' .. (v[4] or S.Canceled), int(-rest)) end
     n = n + rest
   end
   for _, i in ipairs(redis.call('SMEMBERS', K.sweep_ended(m))) do
