@@ -17,7 +17,8 @@ from scheduler import TaskState
 from tests.support import hpcq, running_cluster, wait_until
 
 W1, W2 = "n1@hpcq-nodes-test", "n2@hpcq-nodes-test"
-COLUMNS = ["Name", "State", "Used/Slots", "Free", "Tasks", "Heartbeat", "Started", "Queue"]
+COLUMNS = ["Name", "State", "Used/Slots", "Free", "Cores", "GPUs", "Groups", "Tasks", "Heartbeat",
+           "Started", "Queue"]
 
 
 def run(url, *args, code=0, env=None):
@@ -57,8 +58,8 @@ def test_node_list_and_view_slots_and_a_stopped_worker(redis_server):
             assert 0 <= n["heartbeat_age"] < 10 and n["started"] <= n["last_heartbeat"]
         header, rule, *rows = run(url, "node", "list").stdout.splitlines()
         assert header.split() == COLUMNS and set(rule.split()) == {"-" * len(r) for r in rule.split()}
-        assert [r.split()[:5] for r in rows] == [[W1, "online", "0/2", "2", "-"],
-                                                [W2, "online", "0/1", "1", "-"]]
+        assert [r.split()[:8] for r in rows] == [[W1, "online", "0/2", "2", "0/2", "-", "-", "-"],
+                                                [W2, "online", "0/1", "1", "0/1", "-", "-", "-"]]
         assert rows[0].split()[-1] == f"hpcq.w.{W1}" and "s ago" in rows[0]
 
         # a running task holds a slot of its node
@@ -75,7 +76,8 @@ def test_node_list_and_view_slots_and_a_stopped_worker(redis_server):
         assert (text["Slots"], text["Used"], text["Free"]) == (str(slots), "1", str(slots - 1))
         assert text["Queue"] == f"hpcq.w.{node}" and "s ago)" in text["Last heartbeat"]
         row = next(r for r in run(url, "node", "list").stdout.splitlines() if r.startswith(node))
-        assert row.split()[2:5] == [f"1/{slots}", str(slots - 1), tid]
+        assert row.split()[2:8] == [f"1/{slots}", str(slots - 1), f"1/{slots}", "-", "-", tid]
+        assert (view["cores_used"], view["cores"]) == (1, slots)
         assert repr(s.get_node(node)).startswith(f"<Node {node} online: 1/{slots} slots used, tasks {tid}")
         s.cancel_job(job.id, force=True, timeout=30)
         wait_until(lambda: s.get_node(node).used == 0, 10, "the slot to be free")

@@ -44,10 +44,12 @@ class Node:
     """One worker: its recorded hash, the tasks it holds (id, state) and its heartbeat's age."""
 
     def __init__(self, name: str, record: dict, tasks: list[tuple[str, str]], now: float,
-                 worker_timeout: float):
+                 worker_timeout: float, allocations: dict | None = None):
         self.name = name
         self.record = record
         self.tasks = sorted(tasks, key=lambda t: _task_key(t[0]))
+        #: task id -> (cores, GPU ids) its attempt was given
+        self.allocations = allocations or {}
         self.last_heartbeat = _f(record.get("beat"))
         self.heartbeat_age = None if self.last_heartbeat is None else max(0.0, now - self.last_heartbeat)
         self.worker_timeout = worker_timeout
@@ -65,6 +67,8 @@ class Node:
     memory = property(lambda self: int(self.record["memory"]) if self.record.get("memory") else None)
     gpus = property(lambda self: [g for g in (self.record.get("gpus") or "").split(",") if g])
     groups = property(lambda self: [g for g in (self.record.get("groups") or "").split(",") if g])
+    cores_used = property(lambda self: sum(c for c, _ in self.allocations.values()))
+    gpus_used = property(lambda self: sorted(g for _, gs in self.allocations.values() for g in gs))
 
     @property
     def state(self) -> str:
@@ -100,7 +104,7 @@ class Node:
             "heartbeat_age": None if age is None else round(age, 3),
             "started": self.started, "lost_at": self.lost_at, "queue": self.queue,
             "pid": self.pid, "cores": self.cores, "memory": self.memory, "gpus": self.gpus,
-            "groups": self.groups,
+            "groups": self.groups, "cores_used": self.cores_used, "gpus_used": self.gpus_used,
         }
 
     def __repr__(self) -> str:
@@ -134,10 +138,15 @@ def read_nodes(store, worker_timeout: float, names: list[str] | None = None) -> 
     held = [tid for _, tids in records.values() for tid in tids]
     pipe = store.redis.pipeline(transaction=False)
     for tid in held:
-        pipe.hget(keys.task(tid), "state")
-    states = dict(zip(held, _execute(store, pipe) if held else []))
+        pipe.hmget(keys.task(tid), "state", "a_cores", "a_gpus")
+    found = dict(zip(held, _execute(store, pipe) if held else []))
+    states = {t: v[0] for t, v in found.items()}
+
+    def alloc(tids):
+        return {t: (int(found[t][1] or 1), [g for g in (found[t][2] or "").split(",") if g])
+                for t in tids if states.get(t) in _ON_WORKER}
     return [Node(n, rec, [(t, states[t]) for t in tids if states.get(t) in _ON_WORKER], now,
-                 worker_timeout)
+                 worker_timeout, alloc(tids))
             for n, (rec, tids) in records.items()]
 
 

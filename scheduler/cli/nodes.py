@@ -12,7 +12,8 @@ from scheduler.api.nodes import Node
 from scheduler.cli import common, render
 from scheduler.cli.common import json_option, redis_option
 
-COLUMNS = ("Name", "State", "Used/Slots", "Free", "Tasks", "Heartbeat", "Started", "Queue")
+COLUMNS = ("Name", "State", "Used/Slots", "Free", "Cores", "GPUs", "Groups", "Tasks", "Heartbeat",
+           "Started", "Queue")
 #: Task ids a row of ``node list`` shows before "+N".
 SHOWN_TASKS = 4
 
@@ -29,8 +30,9 @@ def fmt_tasks(node: Node, limit: int = SHOWN_TASKS) -> str:
 
 def node_rows(nodes: Iterable[Node]) -> Iterator[list[str]]:
     for n in nodes:
-        yield [n.name, n.state, f"{n.used}/{n.slots}", str(n.free), fmt_tasks(n), fmt_age(n),
-               render.fmt_time(n.started), n.queue]
+        yield [n.name, n.state, f"{n.used}/{n.slots}", str(n.free), f"{n.cores_used}/{n.cores}",
+               f"{len(n.gpus_used)}/{len(n.gpus)}" if n.gpus else "-", ",".join(n.groups) or "-",
+               fmt_tasks(n), fmt_age(n), render.fmt_time(n.started), n.queue]
 
 
 def show_node(node: Node) -> None:
@@ -42,6 +44,10 @@ def show_node(node: Node) -> None:
         ("Name", node.name), ("State", state), ("Slots", node.slots),
         ("Used", f"{node.used}" + (f" ({node.stale} stale, being killed)" if node.stale else "")),
         ("Free", node.free),
+        ("Cores", f"{node.cores_used} of {node.cores} used"),
+        ("Memory", f"{node.memory} MB" if node.memory is not None else "not counted"),
+        ("GPUs", f"{','.join(node.gpus)} ({','.join(node.gpus_used) or 'none'} used)" if node.gpus else "none"),
+        ("Groups", ",".join(node.groups) or "none"),
         ("Tasks", "\n".join(f"{tid} {st}" for tid, st in node.tasks) or "-"),
         ("Last heartbeat", f"{render.fmt_time(node.last_heartbeat)} ({fmt_age(node)})"
          if node.last_heartbeat is not None else "never"),
