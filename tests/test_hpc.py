@@ -180,10 +180,11 @@ def test_retry_runs_a_failing_command_n_plus_one_times_each_recorded(url, tmp_pa
     assert all(b - a >= 0.9 for a, b in zip(times, times[1:])), times
     t = view(url, f"{job}.1")
     assert t["state"] == "Failed" and t["exit_code"] == 3 and t["retry_count"] == 2
-    assert "retried 2 times" in t["error_message"]
+    assert t["error_message"] == ("Attempt 3: The task exited with code 3. It was retried 2 times "
+                                  "(--retry), so it is not retried again.")
     retries = [m["message"] for m in t["history"] if m["state"] == "Queued" and m["message"]]
-    assert retries == [f"The task exited with code 3. Attempt {n} of 2 retries: it runs again in 1 s."
-                       for n in (1, 2)]
+    assert retries == [f"Attempt {n}: The task exited with code 3. Retry {n} of 2 in 1 s." for n in (1, 2)]
+    assert [m["state"] for m in t["history"]].count("Running") == 3
 
 
 def test_valid_exit_codes_count_as_success(url):

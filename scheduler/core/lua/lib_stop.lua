@@ -211,9 +211,9 @@ local function end_attempt(id, token, outcome, exit_code, err, output, cpu_user,
   elseif exit_code ~= '' and not stopping and num(v[8]) < num(sv[3]) then
     -- --retry N: the command failed; it runs again (after --retry-delay), N times at most
     to, count, delay = S.Queued, F.retry_count, num(sv[4])
-    msg = string.format(MSG.retrying, err, int(num(v[8]) + 1), sv[3], sv[4])
+    msg = string.format(MSG.retrying, int(num(v[8]) + 1), err, int(num(v[8]) + 1), sv[3], sv[4])
   elseif exit_code ~= '' and num(sv[3]) > 0 then
-    msg = string.format(MSG.retries_spent, err, sv[3])
+    msg = string.format(MSG.retries_spent, int(num(v[8]) + 1), err, sv[3])
   end
   local fields = {'end_time', ts, 'cpu_user', cpu_user, 'cpu_sys', cpu_sys, 'max_rss', max_rss,
                   'output', output}
