@@ -15,7 +15,7 @@ for k = 3, #ARGV do
                        'groups')
   -- a lost, draining or stopped worker gets nothing; slots held by stale attempts being killed
   -- are not free
-  if v[2] == WS.online then
+  if v[2] ~= WS.lost and v[2] ~= WS.stopped and v[2] ~= WS.draining and v[1] then
     local slots = num(v[1]) - num(v[3])
     local W = {name = w, free = slots, cores = num(v[4] or v[1]), memory = tonumber(v[5]) or math.huge,
                gpus = {}, groups = {}, jobs = {}, njobs = 0, ntasks = 0}
