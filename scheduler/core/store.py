@@ -27,14 +27,17 @@ SCRIPTS = ("create_job", "add_task", "submit", "dispatch", "start", "finish", "c
            "purge_job", "leave", "new_job", "release", "modify_job", "finish_task", "finish_job")
 
 
-#: The shared helpers every script gets, in this order (each may use the ones before).
+#: The shared helpers every script gets, in this order (each may use the ones before), and
+#: those only some scripts need (a script defines every helper it gets on each call).
 LIBS = ("lib", "lib_stop", "lib_jobs")
+MORE_LIBS = {name: ("lib_submit",) for name in ("create_job", "add_task", "submit", "new_job")}
 
 
 @functools.cache
 def script_source(name: str) -> str:
     lua = Path(__file__).with_name("lua")
-    return "\n".join([schema.lua_preamble(), *((lua / f"{lib}.lua").read_text() for lib in LIBS),
+    libs = LIBS + MORE_LIBS.get(name, ())
+    return "\n".join([schema.lua_preamble(), *((lua / f"{lib}.lua").read_text() for lib in libs),
                       (lua / f"{name}.lua").read_text()])
 
 

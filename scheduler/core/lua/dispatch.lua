@@ -44,14 +44,14 @@ local out = {}
 if want <= 0 or #ws == 0 then return out end
 
 -- what a unit of queue entry `id` asks for (an instance asks what its master asks)
-local asks = {}
+local asks, job_excl = {}, {}
 local function ask(id)
   if asks[id] then return asks[id] end
   local v = redis.call('HMGET', K.task(id), 'cores', 'memory', 'gpus', 'group', 'exclusive')
   local j = split_id(id)
+  if job_excl[j] == nil then job_excl[j] = redis.call('HGET', K.job(j), 'exclusive') == '1' end
   local R = {cores = tonumber(v[1]) or 1, memory = num(v[2]), gpus = num(v[3]), group = v[4] or '',
-             exclusive = v[5] == '1', job = j,
-             job_excl = redis.call('HGET', K.job(j), 'exclusive') == '1'}
+             exclusive = v[5] == '1', job = j, job_excl = job_excl[j]}
   asks[id] = R
   return R
 end
@@ -149,11 +149,17 @@ local function next_instance(id)
   return i
 end
 
+-- read the queue in chunks about the size of what can be handed out (one free slot: a few)
+local slots = 0
+for _, W in ipairs(ws) do if W.free > 0 then slots = slots + W.free end end
+local size = math.min(64, 2 * slots + 2)
 local after, seen = '-inf', 0
 while #out / 4 < want and seen < scan and anyone_free() do
-  local chunk = redis.call('ZRANGEBYSCORE', K.QUEUE, after, '+inf', 'WITHSCORES', 'LIMIT', 0, 64)
+  local chunk = redis.call('ZRANGEBYSCORE', K.QUEUE, after, '+inf', 'WITHSCORES', 'LIMIT', 0, size)
+  size = 64
   if #chunk == 0 then break end
   for k = 1, #chunk, 2 do
+    if not anyone_free() then break end
     local id = chunk[k]
     after = '(' .. chunk[k + 1]
     seen = seen + 1
