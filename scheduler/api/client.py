@@ -219,9 +219,13 @@ class Scheduler(Control):
         self.publish(revokes)
         task = self.get_task(tid)
         if wait:
-            self._wait(lambda: task.refresh().state in TASK_END, self._cancel_timeout(timeout, grace),
-                       f"task {tid} to stop")
+            self._wait_stopped(task, timeout, grace)
         return task
+
+    def _wait_stopped(self, task: "Task", timeout, grace) -> None:
+        """Until a canceled or finished task has ended (its processes are gone)."""
+        self._wait(lambda: task.refresh().state in TASK_END, self._cancel_timeout(timeout, grace),
+                   f"task {task.id} to stop")
 
     def requeue_task(self, task_id, wait: bool = True, timeout: float | None = None) -> "Task":
         tid = TaskId.parse(task_id)

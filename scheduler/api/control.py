@@ -9,7 +9,6 @@ from datetime import datetime
 from scheduler.api import permissions
 from scheduler.api.model import Msg, Priority, check_cancel_message
 from scheduler.core.ids import TaskId, parse_job_id
-from scheduler.core.states import TASK_END
 from scheduler.errors import InvalidInput
 
 
@@ -77,6 +76,5 @@ class Control:
         self.publish(revokes)
         task = self.get_task(tid)
         if wait:
-            self._wait(lambda: task.refresh().state in TASK_END, self._cancel_timeout(timeout, grace),
-                       f"task {tid} to stop")
+            self._wait_stopped(task, timeout, grace)
         return task

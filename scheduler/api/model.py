@@ -75,6 +75,14 @@ def _opt_int(value, what: str, minimum: int = 0) -> int | None:
     return value
 
 
+def _check_asks(spec) -> None:
+    """What a task asks for (or a job's defaults for it): cores, memory, GPUs, node group."""
+    spec.cores = _opt_int(spec.cores, "cores", 1)
+    spec.memory = _opt_int(spec.memory, "memory (MB)", 0)
+    spec.gpus = _opt_int(spec.gpus, "gpus", 0)
+    spec.group = resources.check_group(spec.group) or None
+
+
 @dataclass
 class TaskSpec:
     """A task as submitted.  ``sweep`` makes it a parametric sweep of (start, end, step)."""
@@ -140,10 +148,7 @@ class TaskSpec:
         self._check_requests()
 
     def _check_requests(self) -> None:
-        self.cores = _opt_int(self.cores, "cores", 1)
-        self.memory = _opt_int(self.memory, "memory (MB)", 0)
-        self.gpus = _opt_int(self.gpus, "gpus", 0)
-        self.group = resources.check_group(self.group) or None
+        _check_asks(self)
         self.exclusive = bool(self.exclusive)
         self.retry = _opt_int(self.retry, "retry", 0) or 0
         try:
@@ -297,10 +302,7 @@ class JobSpec:
         self.fail_on_task_failure = bool(self.fail_on_task_failure)
         self.exclusive = bool(self.exclusive)
         self.env = TaskSpec._check_env(self.env)
-        self.cores = _opt_int(self.cores, "cores", 1)
-        self.memory = _opt_int(self.memory, "memory (MB)", 0)
-        self.gpus = _opt_int(self.gpus, "gpus", 0)
-        self.group = resources.check_group(self.group) or None
+        _check_asks(self)
         self.task_retry_count = _opt_int(self.task_retry_count, "task_retry_count", 0)
         parents = self.depends_on_job
         if isinstance(parents, (str, int)):

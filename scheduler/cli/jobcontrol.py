@@ -33,13 +33,23 @@ def job_modify(job, hold_until, no_hold, priority, as_json):
         click.echo(f"{j.id} {j.state.value}")
 
 
+def finish_options(f):
+    """The options of ``job finish`` and ``task finish``."""
+    for opt in reversed([
+        click.option("--message", metavar="M",
+                     help=f"Recorded as its message (<= {MAX_CANCEL_MESSAGE} characters).",),
+        click.option("--grace", type=click.FloatRange(min=0), metavar="S",
+                     help="Grace period between SIGTERM and SIGKILL."),
+        click.option("--no-wait", is_flag=True, help="Return once the finish is recorded."),
+        redis_option, json_option,
+    ]):
+        f = opt(f)
+    return f
+
+
 @click.command("finish")
 @click.argument("job")
-@click.option("--message", metavar="M", help=f"Recorded as the job's message (<= {MAX_CANCEL_MESSAGE} characters).")
-@click.option("--grace", type=click.FloatRange(min=0), metavar="S", help="Grace period between SIGTERM and SIGKILL.")
-@click.option("--no-wait", is_flag=True, help="Return once the finish is recorded.")
-@redis_option
-@json_option
+@finish_options
 def job_finish(job, message, grace, no_wait, as_json):
     """Finish a job (HPC Pack's job finish): running tasks are stopped as by a cancel, and the
     job and every task that had not ended end Finished with the message."""

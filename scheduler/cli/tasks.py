@@ -9,6 +9,7 @@ from scheduler.api.model import MAX_CANCEL_MESSAGE
 from scheduler.cli import common, render, stopping
 from scheduler.core.states import TASK_END
 from scheduler.cli.common import json_option, redis_option
+from scheduler.cli.jobcontrol import finish_options
 from scheduler.cli.output import print_output
 
 
@@ -81,11 +82,7 @@ def _print_state(task, as_json: bool) -> None:
 
 @task_group.command("finish")
 @click.argument("task")
-@click.option("--message", metavar="M", help=f"Recorded as the task's message (<= {MAX_CANCEL_MESSAGE} characters).")
-@click.option("--grace", type=click.FloatRange(min=0), metavar="S", help="Grace period between SIGTERM and SIGKILL.")
-@click.option("--no-wait", is_flag=True, help="Return once the finish is recorded.")
-@redis_option
-@json_option
+@finish_options
 def task_finish(task, message, grace, no_wait, as_json):
     """Finish a task, a whole sweep or one instance (HPC Pack's task finish): stopped as by a
     cancel if it runs, then Finished with the message."""
