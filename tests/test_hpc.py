@@ -139,7 +139,7 @@ def test_exclusive_task_runs_alone_on_its_worker(url, tmp_path):
 
 def test_an_exclusive_job_keeps_other_jobs_off_its_workers(url):
     excl = run(url, "job", "new", "--exclusive", "--group", "quad").stdout.strip()
-    run(url, "job", "add", excl, "--sweep", "1-2", "--", "sleep 3")
+    run(url, "job", "add", excl, "--sweep", "1-2", "--", "sleep 5")
     run(url, "job", "submit", excl)
     wait_until(lambda: view(url, f"{excl}.1.2")["state"] == "Running", 20, "the exclusive job to run")
     other = submit(url, "--group", "quad", "--", "true")
@@ -207,7 +207,7 @@ def test_a_sweep_may_allow_some_failed_instances(url):
 
 def test_dependent_jobs_wait_for_their_parents_and_fail_with_a_failed_one(url):
     parent = run(url, "job", "new", "--name", "parent").stdout.strip()
-    run(url, "job", "add", parent, "--", "sleep 1.5; exit 1")
+    run(url, "job", "add", parent, "--", "sleep 3; exit 1")
     child = submit(url, "--depends-on-job", parent, "--", "true")
     anyway = submit(url, "--depends-on-job", parent, "--run-on-parent-failure", "--", "true")
     run(url, "job", "submit", parent)
@@ -229,7 +229,7 @@ def test_dependent_jobs_wait_for_their_parents_and_fail_with_a_failed_one(url):
 
 
 def test_hold_until_and_modify(url):
-    hold = time.time() + 2.0
+    hold = time.time() + 3.0
     job = submit(url, "--hold-until", iso(hold)[:-5], "--", "true")    # local, no offset
     assert job_view(url, job)["reason"].startswith("held until ")
     wait(url, job)
