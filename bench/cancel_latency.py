@@ -60,7 +60,7 @@ def task_command(script: str, out: str, mode: str) -> str:
     return f"exec {sys.executable} -I -S {script} {out} {mode}"
 
 
-def running_cancels(s, b: Bench, script: str, n: int) -> None:
+def running_cancels(s, b: Bench, script: str, n: int) -> dict[str, list[float]]:
     out = os.path.join(b.dir, "running")
     os.makedirs(out)
     job = s.create_job(name="cancel-running")
@@ -88,14 +88,20 @@ def running_cancels(s, b: Bench, script: str, n: int) -> None:
     print(f"running task, cancel call returns (it polls the state every 50 ms): {summary_ms(to_return)}")
     if bad:
         print(f"  ! {len(bad)} canceled running task(s) did not end Failed: {bad[:5]}")
+    return {"term": to_term, "end": to_end, "return": to_return, "bad": bad}
 
 
-def queued_cancels(s, b: Bench, slots: int, n: int) -> None:
+def queued_cancels(s, b: Bench, slots: int, n: int, backlog: int = 0) -> list[float]:
+    """``backlog``: that many more tasks wait Queued ahead of the canceled ones (jobs of up to
+    10,000 tasks, each submitted in one call); they are canceled before the slots are freed."""
     hold = s.create_job(name="hold-slots", priority="Highest")
     for _ in range(slots):
         hold.add_task("exec sleep 100000")
     s.submit_job(hold)
     wait_until(lambda: int(hold.refresh().record.get("c:Running", 0)) == slots, 120, "slots held", 0.05)
+    ahead = []
+    for k in range(0, backlog, 10_000):
+        ahead.append(s.submit([{"command": "true"}] * min(10_000, backlog - k), name="backlog"))
     job = s.create_job(name="cancel-queued")
     for _ in range(n + 1):
         job.add_task("true")
@@ -112,10 +118,13 @@ def queued_cancels(s, b: Bench, slots: int, n: int) -> None:
             times.append(el)
     started = sum(1 for r in s.store.tasks([f"{job.id}.{t}" for t in range(1, n + 2)])
                   if r.get("start_time"))
-    print(f"queued task, cancel_task(wait=True) call: {summary_ms(times)}")
+    print(f"queued task ({backlog:,} more queued ahead), cancel_task(wait=True) call: {summary_ms(times)}")
     if bad or started:
         print(f"  ! {len(bad)} not Canceled ({bad[:5]}), {started} started")
+    for j in ahead:
+        s.cancel_job(j.id, timeout=600)
     s.cancel_job(hold.id, force=True, timeout=60)
+    return times
 
 
 def kill_at_grace(s, b: Bench, script: str, n: int, grace: float) -> None:
@@ -163,6 +172,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200, help="running tasks to cancel")
     ap.add_argument("--n-queued", type=int, default=200, help="queued tasks to cancel")
     ap.add_argument("--n-kill", type=int, default=20, help="TERM-ignoring tasks to cancel")
+    ap.add_argument("--n-backlog", type=int, default=0,
+                    help="tasks queued ahead of the queued ones that are canceled")
     ap.add_argument("--grace", type=float, default=2.0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--concurrency", type=int, default=4)
@@ -182,7 +193,7 @@ def main() -> None:
         if args.n:
             running_cancels(s, b, script, args.n)
         if args.n_queued:
-            queued_cancels(s, b, args.workers * args.concurrency, args.n_queued)
+            queued_cancels(s, b, args.workers * args.concurrency, args.n_queued, args.n_backlog)
         if args.n_kill:
             kill_at_grace(s, b, script, args.n_kill, args.grace)
         print(machine_note().replace("machine:", "at the end:"))

@@ -41,6 +41,7 @@ def one(s, r, size: int) -> dict:
         "job_key_bytes": r.memory_usage(f"hpcq:job:{job.id}", samples=0),
         "keys_added": r.dbsize() - keys0,
         "state": job.state, "instances": s.get_task(task.id).instances,
+        "job": job.id, "task": task.id,
     }
 
 
