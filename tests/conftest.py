@@ -1,7 +1,14 @@
 """Session fixtures: a real redis-server (``tests.support.redis_server.RedisServer``) on a free
 port of 127.0.0.1, never 6379, and child processes that are always cleaned up.
 
+The suite runs its files in two processes (pytest-xdist: ``-n 2 --dist loadfile`` in
+pyproject.toml; ``-n 0`` or ``-p no:xdist`` runs it in one).  Each process has its own session:
+its own redis-server, tmp dirs, spool and run dirs, markers and ports (support/ports.py), so the
+two never see each other's processes, files or keys.
+
 Fixtures:
+  spool_dir     (session)  ``HPCQ_SPOOL_DIR`` for every worker the session starts, in its tmp dir
+  run_dir       (session)  ``HPCQ_RUN_DIR`` (the workers' attempt registries) likewise
   redis_server  (session)  the server's URL ``redis://127.0.0.1:PORT/0``; also sets
                            ``HPCQ_REDIS_URL`` for the session
   redis_url     (function) the same URL, after FLUSHALL
@@ -21,16 +28,38 @@ from tests.support.procs import Procs
 from tests.support.redis_server import RedisServer
 
 
+def pytest_addoption(parser, pluginmanager):
+    """With xdist blocked (``-p no:xdist``), accept and ignore pyproject's ``--numprocesses``
+    and ``--dist``."""
+    if not pluginmanager.has_plugin("xdist"):
+        parser.addoption("--numprocesses", dest="numprocesses", default=None,
+                         help="(pytest-xdist is disabled: ignored)")
+        parser.addoption("--dist", dest="dist", default="no", help="(pytest-xdist is disabled: ignored)")
+
+
+def _session_dir(tmp_path_factory, var: str, name: str):
+    old = os.environ.get(var)
+    os.environ[var] = str(tmp_path_factory.mktemp(name))
+    yield os.environ[var]
+    if old is None:
+        os.environ.pop(var, None)
+    else:
+        os.environ[var] = old
+
+
 @pytest.fixture(scope="session", autouse=True)
 def spool_dir(tmp_path_factory):
     """Task output spools of every worker the session starts, kept out of the user's home."""
-    old = os.environ.get("HPCQ_SPOOL_DIR")
-    os.environ["HPCQ_SPOOL_DIR"] = str(tmp_path_factory.mktemp("spool"))
-    yield os.environ["HPCQ_SPOOL_DIR"]
-    if old is None:
-        os.environ.pop("HPCQ_SPOOL_DIR", None)
-    else:
-        os.environ["HPCQ_SPOOL_DIR"] = old
+    yield from _session_dir(tmp_path_factory, "HPCQ_SPOOL_DIR", "spool")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_dir(tmp_path_factory):
+    """The attempt registries of every worker the session starts (``<run_dir>/<worker name>~
+    <redis>``), this session's own: not the host's shared default (/tmp/hpcq-run-UID), where a
+    worker of another session, or of an earlier run, with the same name and a Redis on the same
+    port would find them."""
+    yield from _session_dir(tmp_path_factory, "HPCQ_RUN_DIR", "run")
 
 
 @pytest.fixture(scope="session")

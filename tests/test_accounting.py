@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.support import running_cluster, wait_until
+from tests.support import marked_processes, running_cluster, wait_until
 from worker import accounting
 
 MiB = 1024 * 1024
@@ -52,8 +52,11 @@ def ran(request, redis_server):
                    "the worker's accounting line")
         log = cl.log("w1@hpcq-acct")
         cgroup = accounting.method(mode)
-        left = sorted(n for n in os.listdir(cgroup.parent) if n.startswith(accounting.PREFIX)) \
-            if cgroup else []
+        # the attempt cgroups (``hpcq-<pool pid>-...``) of this cluster's pool processes: another
+        # test session's workers (pytest-xdist) share the parent cgroup
+        ours = {str(p.pid) for p in marked_processes(cl.marker)}
+        left = sorted(n for n in os.listdir(cgroup.parent) if n.startswith(accounting.PREFIX)
+                      and n[len(accounting.PREFIX):].split("-")[0] in ours) if cgroup else []
         yield {"mode": mode, "cgroup": cgroup, "log": log, "left": left, **got}
 
 
