@@ -29,8 +29,10 @@ TASKS = {
     "echo": "echo hello",
     # two processes the command waits for
     "multi": f"{burn(0.5)} & {burn(0.5)} & wait",
-    # one the command does not wait for: orphaned at once, reaped by the worker
-    "orphan": f"({burn(0.5)} &); sleep 1",
+    # one the command does not wait for: orphaned at once, reaped by the worker; the command
+    # ends once the orphan has (its file), however long a loaded machine takes for its CPU
+    "orphan": f"f=$(mktemp -u); (({burn(0.5)}; touch $f) &); "
+              f"until [ -e $f ]; do sleep 0.05; done; rm -f $f",
     # 200 MB for a few milliseconds: only a cgroup sees that
     "spike": f'{PY} -c "b = bytearray(200*1024*1024); del b; import time; time.sleep(0.3)"',
 }
