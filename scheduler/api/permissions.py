@@ -37,11 +37,14 @@ def publish_admins(store, names: str) -> None:
 
 def check(store, job_id: int, action: str, what: str, user: str) -> None:
     """Refuse (PermissionDenied) unless ``user`` owns job ``job_id`` or is an administrator.
-    ``what`` is how the refusal names the object ("job 7", "task 7.2")."""
-    owner = store._do(store.redis.hget, keys.job(job_id), "owner")
-    if owner is None and not store._do(store.redis.exists, keys.job(job_id)):
+    ``what`` is how the refusal names the object ("job 7", "task 7.2").  One round trip."""
+    pipe = store.redis.pipeline(transaction=False)
+    pipe.hmget(keys.job(job_id), "owner", "state")
+    pipe.get(keys.ADMINS)
+    (owner, state), raw = store._do(pipe.execute)
+    if state is None:
         raise NotFound(f"job {job_id} does not exist")
-    if user == owner or user in admins(store):
+    if user == owner or user in {n.strip() for n in (raw or "").split(",")}:
         return
     raise PermissionDenied(f"only the job's owner or an administrator can {action} {what} "
                            f"(it belongs to {owner or 'nobody'}; you are {user})")
