@@ -23,12 +23,6 @@ def current_user() -> str:
     return getpass.getuser()
 
 
-def admins(store) -> set[str]:
-    """The administrators the scheduler published (none until a scheduler has run)."""
-    raw = store._do(store.redis.get, keys.ADMINS) or ""
-    return {name.strip() for name in raw.split(",") if name.strip()}
-
-
 def publish_admins(store, names: str) -> None:
     """The scheduler's part: HPCQ_ADMINS as it was started with, for every client to read."""
     canonical = ",".join(sorted({n.strip() for n in (names or "").split(",") if n.strip()}))
