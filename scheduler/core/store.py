@@ -37,8 +37,9 @@ MORE_LIBS = {name: ("lib_submit",) for name in ("create_job", "add_task", "submi
 def script_source(name: str) -> str:
     lua = Path(__file__).with_name("lua")
     libs = LIBS + MORE_LIBS.get(name, ())
-    return "\n".join([schema.lua_preamble(), *((lua / f"{lib}.lua").read_text() for lib in libs),
+    body = "\n".join([*((lua / f"{lib}.lua").read_text() for lib in libs),
                       (lua / f"{name}.lua").read_text()])
+    return schema.lua_preamble(inline=True) + "\n" + schema.inline_names(body)
 
 
 def translate(exc: redis.RedisError) -> HpcqError:
