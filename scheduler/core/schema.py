@@ -221,6 +221,10 @@ FIELDS = {
                      "of its sweeps did (each counts against the job as a Failed task)",
 }
 
+#: What the worker reads of a task's spec to start an attempt (start.lua returns only these, not
+#: the whole record: a sweep master's hash also holds its counts and cursors).
+START_FIELDS = ("command", "name", "env", "work_dir", "stdin", "stdout", "stderr", "runtime")
+
 #: What a task asks for (its record's fields; a sweep instance asks what its master asks) and,
 #: prefixed ``a_``, what its current attempt was given (written by dispatch on the unit's own
 #: record; the worker's usage is the sum over its attempts).  A worker advertises the same names
@@ -454,6 +458,7 @@ def lua_preamble(inline: bool = False) -> str:
         f"local FINISH_JOB_FROM = {_set(FINISH_JOB_FROM)}",
         f"local MODIFY_JOB_FROM = {_set(MODIFY_JOB_FROM)}",
         f"local ADD_TASK_TO = {_set(ADD_TASK_TO)}",
+        "local START_FIELDS = {" + ",".join(json.dumps(f) for f in START_FIELDS) + "}",
         *_keys(),
         *([] if inline else ["local MSG = {" + ",".join(f"{k}={json.dumps(v)}"
                                                       for k, v in names["MSG"].items()) + "}"]),

@@ -2,7 +2,7 @@
 -- immediately before the command starts: only the current attempt of a task that is still
 -- Dispatching may start.  Asking again for the same attempt from the same process (its reply
 -- was lost with the connection) answers the same.  Returns {'ok', sweep value or '',
--- spec field, value, ..., then _job_name, _job_env (the job's name and variables) and _cores,
+-- spec field, value, ... (schema.START_FIELDS), then _job_name, _job_env (the job's name and variables) and _cores,
 -- _gpus (what this attempt was given)} or {'no', state}.
 local id, token, pid = ARGV[1], ARGV[2], ARGV[3]
 local tk = K.task(id)
@@ -24,7 +24,10 @@ if m then
   value = tostring(num(mv[1]) + (tonumber(i) - 1) * num(mv[2]))
 end
 local res = {'ok', value}
-for _, x in ipairs(redis.call('HGETALL', spec_key)) do table.insert(res, x) end
+local sv = redis.call('HMGET', spec_key, unpack(START_FIELDS))
+for k, name in ipairs(START_FIELDS) do
+  if sv[k] then table.insert(res, name); table.insert(res, sv[k]) end
+end
 local jv = redis.call('HMGET', K.job(split_id(id)), 'name', 'env')
 local av = redis.call('HMGET', tk, 'a_cores', 'a_gpus')
 for _, x in ipairs({'_job_name', jv[1] or '', '_job_env', jv[2] or '', '_cores', av[1] or '1',
