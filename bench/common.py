@@ -95,16 +95,21 @@ class Bench(Cluster):
     def close(self) -> None:
         self.stop_all()
         self.server.stop()
-        left = self.tagged()
-        if left:
-            for p in left:  # tagged: started by this run
-                try:
-                    p.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            psutil.wait_procs(left, timeout=5)
-            print(f"LEFTOVERS: {len(left)} process(es) of this run were still alive and were killed: "
-                  f"{[p.pid for p in left]}", file=sys.stderr)
-        else:
+        if not kill_leftovers(self.tagged(), "process(es) of this run"):
             print(f"cleanup: every process this run started is stopped; none left "
                   f"(logs in {self.dir})")
+
+
+def kill_leftovers(left: list, what: str) -> bool:
+    """Kill ``left`` (processes tagged as started by this run) and say so on stderr; whether
+    there were any."""
+    for p in left:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    if left:
+        psutil.wait_procs(left, timeout=5)
+        print(f"LEFTOVERS: {len(left)} {what} were still alive and were killed: "
+              f"{[p.pid for p in left]}", file=sys.stderr)
+    return bool(left)

@@ -33,7 +33,7 @@ import uuid
 
 import psutil
 
-from bench.common import ROOT, TAG_VAR, machine_note
+from bench.common import ROOT, TAG_VAR, kill_leftovers, machine_note
 
 # How the one-task-submissions figure submits (printed in the table).
 ONE_TASK_METHOD = "Python API: N x Client.submit(Job with 1 task)"
@@ -202,17 +202,7 @@ class HQ:
             self.proc.stdout.close()
             self.log.close()
             self.proc = None
-        left = self.tagged()
-        if left:
-            for p in left:  # tagged: started by this run
-                try:
-                    p.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            psutil.wait_procs(left, timeout=5)
-            print(f"LEFTOVERS: {len(left)} HyperQueue process(es) of this run were still alive and "
-                  f"were killed: {[p.pid for p in left]}", file=sys.stderr)
-        else:
+        if not kill_leftovers(self.tagged(), "HyperQueue process(es) of this run"):
             print(f"cleanup: the HyperQueue cluster is stopped; no process left (files in {self.tmp})")
         shutil.rmtree(os.path.join(self.tmp, "work"), ignore_errors=True)
 
@@ -227,19 +217,15 @@ def measure(n: int, cpus: int = 4, repeat: int = 1, report=print) -> dict[str, l
     with HQ(cpus) as hq:
         hq.warm_up()
         for _ in range(repeat):
-            c0 = hq.cpu_seconds()
-            el = hq.run_sweep(n)
-            c1 = hq.cpu_seconds()
-            out["sweep"].append(el)
-            out["sweep_cpu"].append((c1 - c0) / n)
-            report(f"HyperQueue, one {n}-task job:      {el:7.2f} s  {n / el:7.1f} tasks/s  "
-                   f"CPU {(c1 - c0) / n * 1e3:.2f} ms/task (server+worker+commands)")
-            el = hq.run_one_task_jobs(n)
-            c2 = hq.cpu_seconds()
-            out["tasks"].append(el)
-            out["tasks_cpu"].append((c2 - c1) / n)
-            report(f"HyperQueue, {n} one-task jobs:     {el:7.2f} s  {n / el:7.1f} tasks/s  "
-                   f"CPU {(c2 - c1) / n * 1e3:.2f} ms/task (server+worker+commands)")
+            for kind, run, label in (("sweep", hq.run_sweep, f"one {n}-task job:     "),
+                                     ("tasks", hq.run_one_task_jobs, f"{n} one-task jobs:    ")):
+                c0 = hq.cpu_seconds()
+                el = run(n)
+                cpu = (hq.cpu_seconds() - c0) / n
+                out[kind].append(el)
+                out[kind + "_cpu"].append(cpu)
+                report(f"HyperQueue, {label} {el:7.2f} s  {n / el:7.1f} tasks/s  "
+                       f"CPU {cpu * 1e3:.2f} ms/task (server+worker+commands)")
     return out
 
 
