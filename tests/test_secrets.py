@@ -15,6 +15,7 @@ import redis
 
 from tests.support import free_port, wait_until
 from tests.support import describe, hpcq
+from tests.support.procs import cmdlines
 from tests.support import RedisServer
 
 PW = "s3cr3t-Pw-7f4c2a"
@@ -67,18 +68,6 @@ def assert_one_line(p, *absent):
         assert text not in p.stderr + p.stdout, (text, p.stderr)
 
 
-def _cmdlines(procs) -> list[str]:
-    """Command lines of the processes still there: a short-lived one (the task's ``sleep``)
-    may exit, or be a zombie, while we look."""
-    out = []
-    for p in procs:
-        try:
-            out.append(" ".join(p.cmdline()))
-        except psutil.Error:
-            pass
-    return out
-
-
 @pytest.mark.parametrize("via", ["url", "file"])
 def test_up_keeps_the_password_out_of_tasks_argv_and_logs(via, server, bare_url, pw_file,
                                                            tmp_path, procs):
@@ -111,7 +100,7 @@ def test_up_keeps_the_password_out_of_tasks_argv_and_logs(via, server, bare_url,
 
     # every process of the cluster, the task's included: none has the password on its argv
     tree = psutil.Process(up.pid).children(recursive=True)
-    argvs = " ".join(_cmdlines(tree))
+    argvs = " ".join(cmdlines(tree))
     assert "scheduler" in argvs and "worker" in argvs and str(go) in argvs, describe(tree)
     assert PW not in argvs and "--redis" not in argvs, describe(tree)
 

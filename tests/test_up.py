@@ -9,24 +9,13 @@ import signal
 import sys
 import time
 
-import psutil
 import pytest
 import redis
 
+from tests.support.procs import cmdlines
 from tests.support.up import Up
 from tests.support import MARKER_VAR, assert_no_leftovers, describe, free_port, new_marker, wait_until
 from scheduler import JobState, Scheduler, TaskState
-
-
-def cmdlines(procs) -> list[str]:
-    """Command lines of the processes still there (one may exit while we look)."""
-    out = []
-    for p in procs:
-        try:
-            out.append(" ".join(p.cmdline()))
-        except psutil.Error:
-            pass
-    return out
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -28,8 +28,8 @@ class Request:
                 "group": self.group or None, "exclusive": self.exclusive}
 
 
-def _plural(n: int, one: str) -> str:
-    return f"{n} {one}{'' if n == 1 else 's'}"
+def plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def _fits(node, req: Request) -> bool:
@@ -53,12 +53,12 @@ def never_fits(req: Request, nodes) -> str | None:
         scope = f"worker in group {req.group}"
     most = max(n.cores for n in where)
     if most < req.cores:
-        return f"needs {_plural(req.cores, 'core')}; the largest {scope} has {most}"
+        return f"needs {plural(req.cores, 'core')}; the largest {scope} has {most}"
     gpus = max(len(n.gpus) for n in where)
     if gpus < req.gpus:
-        return f"needs {_plural(req.gpus, 'GPU')}; the most any {scope} has is {gpus}"
+        return f"needs {plural(req.gpus, 'GPU')}; the most any {scope} has is {gpus}"
     memory = [n.memory for n in where if n.memory is not None]
     if memory and len(memory) == len(where) and max(memory) < req.memory:
         return f"needs {req.memory} MB of memory; the largest {scope} has {max(memory)} MB"
-    return (f"needs {_plural(req.cores, 'core')}, {_plural(req.gpus, 'GPU')} and {req.memory} MB "
+    return (f"needs {plural(req.cores, 'core')}, {plural(req.gpus, 'GPU')} and {req.memory} MB "
             f"on one worker; no online {scope} has them all")

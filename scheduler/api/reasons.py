@@ -36,10 +36,6 @@ TASK_WAITING = {TaskState.Submitted, TaskState.Validating, TaskState.Queued}
 JOB_WAITING = {JobState.Submitted, JobState.Validating, JobState.Queued}
 
 
-def _plural(n: int, one: str, many: str | None = None) -> str:
-    return f"{n} {one if n == 1 else (many or one + 's')}"
-
-
 def _held(scheduler, obj) -> str | None:
     """A job held (--hold-until) or waiting for its parent jobs (--depends-on-job); a task
     says what its job waits for."""
@@ -127,7 +123,7 @@ def _depends(scheduler, task) -> str | None:
     holding = [f"{d} ({n})" for (d, n), member in
                zip(candidates, store._do(pipe.execute) if candidates else []) if member]
     if not holding:
-        return f"waiting for {_plural(nwait, 'dependency', 'dependencies')} to end"
+        return f"waiting for {placement.plural(nwait, 'dependency', 'dependencies')} to end"
     if len(holding) == 1:
         return f"waiting for task {holding[0]} to end"
     shown = holding if len(holding) <= 4 else holding[:3] + [f"{len(holding) - 3} more"]
@@ -168,9 +164,9 @@ def _first_in_queue(scheduler, tids: list[TaskId]) -> tuple[int, TaskId] | None:
 def _behind(rank: int, in_sweep: int, master: TaskId) -> str:
     parts = []
     if rank:
-        parts.append(_plural(rank, "higher-priority or earlier task") + " in the queue")
+        parts.append(placement.plural(rank, "higher-priority or earlier task") + " in the queue")
     if in_sweep:
-        parts.append(_plural(in_sweep, "earlier instance") + f" of sweep {master}")
+        parts.append(placement.plural(in_sweep, "earlier instance") + f" of sweep {master}")
     return "behind " + " and ".join(parts) if parts else ""
 
 
@@ -209,4 +205,4 @@ def _dispatch(scheduler, tids: list[TaskId]) -> str | None:
                                        f"group {req.group}" if req.group else "",
                                        "a worker to itself" if req.exclusive else ""]))
         return f"waiting for a worker with room for it (it needs {asks or '1 core'})"
-    return f"{_plural(free, 'slot')} free: dispatched at the scheduler's next pass"
+    return f"{placement.plural(free, 'slot')} free: dispatched at the scheduler's next pass"

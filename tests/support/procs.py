@@ -42,6 +42,18 @@ def alive(p: psutil.Process) -> bool:
         return False
 
 
+def cmdlines(procs) -> list[str]:
+    """Command lines of the processes still there: a short-lived one may exit, or be a zombie,
+    while we look."""
+    out = []
+    for p in procs:
+        try:
+            out.append(" ".join(p.cmdline()))
+        except psutil.Error:
+            pass
+    return out
+
+
 def describe(procs) -> str:
     lines = []
     for p in procs:

@@ -68,9 +68,8 @@ local function submit_job(j, band, deps, ts)
   local jk = K.job(j)
   local n = #deps
   local seq = redis.call('INCRBY', K.SEQ, n) - n
+  -- a parent that already failed: its tasks are canceled below, in this same step
   local failed, fstate = wait_for_parents(j)
-  -- a failed parent: its tasks wait (blocked) until parent_failed cancels them below
-  if failed then redis.call('HSET', jk, F.held, '1') end
   redis.call('HSET', jk, 'band', int(band), 'submit_time', ts)
   local hold = redis.call('HGET', jk, 'hold_until')
   if hold and tonumber(hold) > tonumber(ts) then

@@ -6,7 +6,7 @@
 -- _gpus (what this attempt was given)} or {'no', state}.
 local id, token, pid = ARGV[1], ARGV[2], ARGV[3]
 local tk = K.task(id)
-local v = redis.call('HMGET', tk, F.state, F.token, 'worker_pid')
+local v = redis.call('HMGET', tk, F.state, F.token, 'worker_pid', 'a_cores', 'a_gpus')
 if not v[1] then return {'no', 'gone'} end
 local again = v[1] == S.Running and v[2] == token and v[3] == pid
 if v[2] ~= token or (v[1] ~= S.Dispatching and not again) then return {'no', v[1]} end
@@ -29,7 +29,6 @@ for k, name in ipairs(START_FIELDS) do
   if sv[k] then table.insert(res, name); table.insert(res, sv[k]) end
 end
 local jv = redis.call('HMGET', K.job(split_id(id)), 'name', 'env')
-local av = redis.call('HMGET', tk, 'a_cores', 'a_gpus')
-for _, x in ipairs({'_job_name', jv[1] or '', '_job_env', jv[2] or '', '_cores', av[1] or '1',
-                    '_gpus', av[2] or ''}) do table.insert(res, x) end
+for _, x in ipairs({'_job_name', jv[1] or '', '_job_env', jv[2] or '', '_cores', v[4] or '1',
+                    '_gpus', v[5] or ''}) do table.insert(res, x) end
 return res
