@@ -47,6 +47,8 @@ class Dispatcher:
         #: Since when this scheduler has reached Redis without a break.
         self.connected_since = time.monotonic()
         self.retention = Retention(self.store, settings.job_retention)
+        #: Job ops left for the next tick (resume_ops ran out of its budget).
+        self.more_ops = False
 
     def tick(self) -> int:
         """A full pass: expire job runtimes, then fill every live worker's free slots."""
@@ -58,12 +60,27 @@ class Dispatcher:
             self.reclaim()
             self.reclaim_at = now + min(1.0, self.settings.worker_timeout / 4)
         self.store.release()      # holds and retry delays that are due
+        self.resume_ops()
         purged = self.retention.step(now + self.clock_offset)
         if purged:
             log.info("purged %d job(s) ended more than %g s ago", purged, self.settings.job_retention)
         workers = self.store.live_workers(now + self.clock_offset - self.settings.worker_timeout)
         self.live = {name for name, _, _ in workers}
         return self.fill([name for name, slots, busy in workers if slots - busy > 0])
+
+    def resume_ops(self, budget: float = 0.2) -> None:
+        """Job ops left unfinished (lib_ops.lua: a fail op started by a worker's result, or a
+        client that stopped midway): steps for up to ``budget`` seconds a tick, dispatch between."""
+        until = time.monotonic() + budget
+        for job_id in self.store.job_ops():
+            done = False
+            while not done and time.monotonic() < until:
+                done, revokes = self.store.job_step(job_id)
+                publish_revokes(self.celery, revokes)
+            if not done:
+                self.more_ops = True
+                return
+        self.more_ops = False
 
     def fill(self, workers) -> int:
         """Hand queued tasks to ``workers`` where they fit (dispatch.lua places them by their
@@ -126,7 +143,7 @@ class Dispatcher:
     def expire_job(self, job_id: int) -> None:
         msg = Msg.job_runtime_expired
         try:
-            _, revokes = self.store.cancel_job(job_id, msg, msg, msg)
+            _, revokes = self.store.cancel_job(job_id, msg, msg, msg, follow=False)
         except HpcqError as exc:  # ended meanwhile
             log.info("job %s runtime: %s", job_id, exc)
             self.store.drop_deadline(job_id)
@@ -161,12 +178,12 @@ class Dispatcher:
                 if not self.leading:
                     self.stopping.wait(renew)
                     continue
-                if "*" in nudged or now >= full_at:
+                if "*" in nudged or now >= full_at or self.more_ops:
                     sent = self.tick()
                     full_at = now + self.settings.dispatch_idle
                 else:
                     sent = self.fill([w for w in nudged if w in self.live])
-                timeout = 0 if sent else min(full_at - time.monotonic(), lease_at - time.monotonic())
+                timeout = 0 if sent or self.more_ops else min(full_at - time.monotonic(), lease_at - time.monotonic())
                 nudged = self.store.wait_wakeup(max(timeout, 0.01)) if timeout > 0 else set()
             except (RedisUnavailable, OperationalError) as exc:
                 if not outage:

@@ -310,6 +310,14 @@ def _check_job(snap, j, jh, queue, on_sets, seen_units, instances) -> list[str]:
         if th.get("state") != "Canceled" or not _i(th.get("i:Failed")):
             bad.append(f"sweep {j}.{t} is marked failed_sweeps but is {th.get('state')} with "
                        f"i:Failed={th.get('i:Failed')}")
+    # job_active: exactly the job's units on a worker (what a job cancel stops first)
+    on_worker = {u for u in on_sets if u.split(".")[0] == str(j)}
+    active = snap.get(keys.key("job_active", j), set())
+    if active != on_worker:
+        bad.append(f"job {j}: job_active holds {sorted(active)} but {sorted(on_worker)} are on a worker")
+    # a store call follows every op it starts to its end (lib_ops.lua)
+    if "op" in jh or str(j) in snap.get(keys.JOB_OPS, set()):
+        bad.append(f"job {j}: op {jh.get('op')!r} left in progress between steps")
     bad += _check_job_state(j, jh, recount)
     return bad
 

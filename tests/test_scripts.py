@@ -233,16 +233,31 @@ def _(rig, r):
     return lambda: rig.store.submit(j, band("Normal"), [[]])   # the caller validated one task
 
 
-@refusal("submit/task-not-configuring-by-hand", InvalidState, r"task \d+\.2 is Queued, not Configuring")
+@refusal("submit/task-not-configuring-by-hand", InvalidState,
+         r"job \d+: 1 of its 3 tasks are neither Configuring nor Canceled")
 def _(rig, r):
     # No script leaves a task of a Configuring job in another state than Configuring or
-    # Canceled; the record is written by hand to reach this check.
+    # Canceled; the record and the job's counts are written by hand to reach this check.
     j = rig.job({}, {}, {}, submit=False)
     r.hset(keys.task(f"{j}.2"), "state", "Queued")
+    r.hincrby(keys.job(j), "c:Configuring", -1)
+    r.hincrby(keys.job(j), "c:Queued", 1)
     return lambda: rig.store.submit(j, band("Normal"), [[], [], []])
 
 
 # dispatch.lua: the early returns (a worker that gets nothing)
+# job_step.lua: nothing to do (no op, or no job)
+@refusal("job_step/no-op", reply=["done"])
+def _(rig, r):
+    j = rig.job()
+    return lambda: rig.store.call("job_step", [j, 10])
+
+
+@refusal("job_step/job-not-found", reply=["done"])
+def _(rig, r):
+    return lambda: rig.store.call("job_step", [99, 10])
+
+
 @refusal("dispatch/unknown-worker", reply=[])
 def _(rig, r):
     rig.job()
@@ -344,6 +359,26 @@ def _(rig, r):
     rig.worker()
     (uid, tok), = rig.dispatch().items()
     rig.cancel_task(uid)
+    return lambda: rig.store.start(uid, tok, 1000)
+
+
+@refusal("start/job-being-canceled", reply=no("Canceling"))
+def _(rig, r):
+    # a job whose cancel op has not reached this attempt yet (lib_ops.lua; the op stops what is
+    # on a worker in its first step, so the state is written by hand to reach this check)
+    j = rig.job()
+    rig.worker()
+    (uid, tok), = rig.dispatch().items()
+    r.hset(keys.job(j), "state", "Canceling")
+    return lambda: rig.store.start(uid, tok, 1000)
+
+
+@refusal("start/job-finishing", reply=no("Queued"))
+def _(rig, r):
+    j = rig.job()
+    rig.worker()
+    (uid, tok), = rig.dispatch().items()
+    r.hset(keys.job(j), "finish", "1")
     return lambda: rig.store.start(uid, tok, 1000)
 
 

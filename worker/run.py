@@ -287,8 +287,10 @@ class Attempt:
             give_up_at[0] = give_up_at[0] or time.monotonic() + 10
             return time.monotonic() > give_up_at[0]
 
+        # a job this failure fails is stopped by its op: its first step stops what runs (those
+        # revokes come back here), the leading scheduler does the rest
         reply = retrying(lambda: self.store.finish(*args, retry_cap=self.settings.task_retry_count,
-                                                   drain=drain),
+                                                   drain=drain, follow=False),
                          give_up=give_up)
         if reply is None:
             raise TaskFailed("Redis could not be reached to record the result; it is kept for the worker's next start.")

@@ -13,7 +13,7 @@ from scheduler.core.schema import (ADD_TASK_TO, CANCEL_JOB_FROM, CANCEL_TASK_FRO
                                    FINISH_JOB_FROM, FINISH_TASK_FROM, HISTORY_BYTES, HISTORY_SEP,
                                    JOB_END, JOB_ON_ENTER, JOB_PENDING, JOB_TRANSITIONS, KEYS,
                                    MODIFY_JOB_FROM, OUTCOMES, PREFIX, REQUEUE_JOB_FROM,
-                                   REQUEUE_TASK_FROM, START_FIELDS, STATS, TASK_END,
+                                   REQUEUE_TASK_FROM, START_FIELDS, STATS, STEP_TASKS, TASK_END,
                                    TASK_ON_ENTER, TASK_ON_WORKER, TASK_PENDING, TASK_TRANSITIONS,
                                    JobState, Msg, TaskState, WorkerState, key)
 
@@ -124,6 +124,7 @@ def lua_preamble(inline: bool = False) -> str:
         f"local FINISH_JOB_FROM = {_set(FINISH_JOB_FROM)}",
         f"local MODIFY_JOB_FROM = {_set(MODIFY_JOB_FROM)}",
         f"local ADD_TASK_TO = {_set(ADD_TASK_TO)}",
+        f"local STEP_TASKS = {int(STEP_TASKS)}",
         "local START_FIELDS = {" + ",".join(json.dumps(f) for f in START_FIELDS) + "}",
         *_keys(),
         *([] if inline else ["local MSG = {" + ",".join(f"{k}={json.dumps(v)}"

@@ -196,6 +196,10 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "ADMINS": ("admins", "string", "the administrators' user names, comma-separated, as the "
                "scheduler publishes HPCQ_ADMINS (clients never set it)"),
     "job_purge": ("purge:{}", "hash", "a job being purged: t, i = the task and instance left to delete"),
+    "job_active": ("job:{}:active", "set", "the job's task and instance ids on a worker (what a "
+                   "job cancel stops first)"),
+    "JOB_OPS": ("jobops", "set", "jobs with a chunked operation in progress (op; resumed by the "
+                "leading scheduler)"),
 }
 
 #: Hash fields that more than one script, or Python and Lua, read: named once here.
@@ -215,6 +219,10 @@ FIELDS = {
     "held": "a job: '1' while its hold_until is in the future (its tasks wait in its waiting set)",
     "finish": "a task (or job) being finished by the user: ends Finished, not Failed/Canceled",
     "retry_count": "command failures retried in this run (--retry), reset by a requeue",
+    "op": "a job: the operation on all its tasks still in progress, a step of STEP_TASKS at a "
+          "time (submit, cancel, finish, fail, requeue; lua/lib_ops.lua)",
+    "op_at": "a job: the next task number its op handles",
+    "seq0": "a job: its tasks' queue scores are band + seq0 + task number (reserved at submit)",
     "failed_sweeps": "a sweep master: it ended Canceled with Failed instances; a job: how many "
                      "of its sweeps did (each counts against the job as a Failed task)",
 }
@@ -222,6 +230,12 @@ FIELDS = {
 #: What the worker reads of a task's spec to start an attempt (start.lua returns only these, not
 #: the whole record: a sweep master's hash also holds its counts and cursors).
 START_FIELDS = ("command", "name", "env", "work_dir", "stdin", "stdout", "stderr", "runtime")
+
+#: Tasks one step of a job operation handles (the job's op: submit, cancel, finish, fail,
+#: requeue).  Those scripts loop over the job's tasks; one step for a 100,000-task job blocked
+#: Redis for seconds, so the first step is made by the script that starts the operation and the
+#: rest by job_step.lua, each short (the figures are in docs/scaling.md).
+STEP_TASKS = 256
 
 #: What a task asks for (its record's fields; a sweep instance asks what its master asks) and,
 #: prefixed ``a_``, what its current attempt was given (written by dispatch on the unit's own
@@ -318,7 +332,7 @@ class Msg:
     job_changed = "job {} changed while it was being submitted"
     job_has_no_tasks = "job {} has no tasks: add one first (hpcq job add {} -- COMMAND)"
     cannot_purge = "Only Finished, Failed or Canceled jobs can be purged; job {} is {}."
-    task_not_configuring = "task {} is {}, not Configuring"
+    tasks_not_configuring = "job {}: {} of its {} tasks are neither Configuring nor Canceled"
     instance_cut = "Sweep instance {} was canceled with its master; requeue the master {}."
     job_cannot_requeue_tasks = "Tasks of a job in the {} state cannot be requeued."
     sweep_cannot_requeue_instances = "Instances of a sweep in the {} state cannot be requeued."

@@ -24,12 +24,12 @@ _CODES = {"NOTFOUND": NotFound, "STATE": InvalidState, "NOTRERUN": InvalidState,
           "INPUT": InvalidInput, "RETRY": InvalidState, "ILLEGAL": InvalidState}
 SCRIPTS = ("create_job", "add_task", "submit", "dispatch", "start", "finish", "cancel_task",
            "cancel_job", "requeue_task", "requeue_job", "lease", "heartbeat", "lose_worker",
-           "purge_job", "leave", "new_job", "release", "modify_job", "finish_task", "finish_job")
+           "purge_job", "leave", "new_job", "release", "modify_job", "finish_task", "finish_job", "job_step")
 
 
 #: The shared helpers every script gets, in this order (each may use the ones before), and
 #: those only some scripts need (a script defines every helper it gets on each call).
-LIBS = ("lib", "lib_stop", "lib_jobs")
+LIBS = ("lib", "lib_stop", "lib_ops", "lib_attempt", "lib_jobs")
 MORE_LIBS = {name: ("lib_submit",) for name in ("create_job", "add_task", "submit", "new_job")}
 
 
@@ -99,13 +99,50 @@ class Store:
 
     def new_job(self, record: dict[str, str], tasks: list[dict[str, str]], deps, band: int,
                 submit: bool = True, key: str = "") -> tuple[int, bool]:
-        """A whole job in one atomic step; (its id, created now).  With ``key``, a job already
-        made with that key is returned instead of a new one."""
-        payload = {"job": [x for kv in record.items() for x in kv],
-                   "tasks": [[x for kv in t.items() for x in kv] for t in tasks],
-                   "deps": [",".join(map(str, d)) for d in deps], "band": band, "submit": submit}
-        j, created = self.call("new_job", [key, json.dumps(payload)])
-        return int(j), bool(created)
+        """A whole job; (its id, created now).  With ``key``, a job already made with that key is
+        returned instead of a new one.  Up to STEP_TASKS tasks it is one atomic step; a larger
+        job is built STEP_TASKS tasks a step while Configuring (if a step fails, what was built
+        is removed) and submitted by the last, its tasks then queued by its submit op."""
+        step = schema.STEP_TASKS
+        flat = [[x for kv in t.items() for x in kv] for t in tasks]
+        deps = [",".join(map(str, d)) for d in deps]
+        payload = {"job": [x for kv in record.items() for x in kv], "band": band}
+        if len(tasks) <= step:
+            return self._new_job(key, {**payload, "tasks": flat, "deps": deps, "submit": submit})
+        if key and (found := self.job_by_key(key)):
+            return found, False
+        j, _ = self._new_job("", {**payload, "tasks": flat[:step], "deps": deps[:step],
+                                  "submit": False})
+        try:
+            for k in range(step, len(tasks), step):
+                last = k + step >= len(tasks)
+                j2, created = self._new_job(key if last else "", {
+                    **payload, "job_id": j, "tasks": flat[k:k + step], "deps": deps[k:k + step],
+                    "submit": submit and last})
+                if j2 != j:     # the key named another job meanwhile: that one is the answer
+                    self.discard_job(j)
+                    return j2, False
+        except HpcqError:
+            self.discard_job(j)
+            raise
+        return j, True
+
+    def _new_job(self, key: str, payload: dict) -> tuple[int, bool]:
+        reply = self.call("new_job", [key, json.dumps(payload)])
+        self.follow(reply[2:])
+        return int(reply[0]), bool(reply[1])
+
+    def discard_job(self, job_id: int) -> None:
+        """Best effort: a job half built by new_job is canceled and purged."""
+        try:
+            try:
+                self.split_revokes(self.call("cancel_job", [job_id, "", "", "", 0, "", 0]))
+            except InvalidState:
+                pass                            # ended already
+            while self.purge_job(job_id, 1000)[0] == "more":
+                pass
+        except HpcqError:
+            pass
 
     def modify_job(self, job_id: int, hold_until: str = "", priority: str = "", band: int = 0) -> str:
         return self.call("modify_job", [job_id, hold_until, priority, band])
@@ -124,8 +161,10 @@ class Store:
 
     def submit(self, job_id: int, band: int, deps: list[list[int]], key: str = "") -> int:
         """Submit; the job submitted (another one when ``key`` already names it)."""
-        return int(self.call("submit", [job_id, len(deps), band,
-                                        *[",".join(map(str, d)) for d in deps], key]))
+        pairs = [x for t, d in enumerate(deps, 1) if d for x in (t, ",".join(map(str, d)))]
+        reply = self.call("submit", [job_id, len(deps), band, key, *pairs])
+        self.follow(reply[1:])
+        return int(reply[0])
 
     def job_by_key(self, key: str) -> int | None:
         j = self._do(self.redis.get, keys.job_key(key))
@@ -160,9 +199,41 @@ class Store:
 
     # --- state changes with revokes -------------------------------------------------------
     @staticmethod
-    def split_revokes(reply) -> tuple[str, list[tuple[str, str]]]:
+    def pairs(flat) -> list[tuple[str, str]]:
+        """The revokes (celery id, mode) of a flat reply; the ('', 'more:<job>') markers of ops
+        left unfinished are not revokes."""
+        return [(flat[k], flat[k + 1]) for k in range(0, len(flat) - 1, 2) if flat[k]]
+
+    def split_revokes(self, reply, follow: bool = True) -> tuple[str, list[tuple[str, str]]]:
+        """(state, revokes) of a cancel/requeue/finish reply; with ``follow``, the job ops it
+        left unfinished are done now and their revokes added."""
         state, rest = reply[0], reply[1:]
-        return state, [(rest[k], rest[k + 1]) for k in range(0, len(rest), 2) if rest[k]]
+        revokes = self.pairs(rest)
+        if follow:
+            revokes += self.follow(rest)
+        return state, revokes
+
+    def follow(self, flat) -> list[tuple[str, str]]:
+        """Every job op a reply says it left unfinished ('more:<job>'), to its end; the revokes
+        of those steps."""
+        revokes = []
+        for x in flat:
+            if isinstance(x, str) and x.startswith("more:"):
+                while True:
+                    done, got = self.job_step(x[5:])
+                    revokes += got
+                    if done:
+                        break
+        return revokes
+
+    def job_step(self, job_id, budget: int = schema.STEP_TASKS) -> tuple[bool, list[tuple[str, str]]]:
+        """One step of the job's op (lib_ops.lua): (done, revokes)."""
+        reply = self.call("job_step", [job_id, budget])
+        return reply[0] == "done", self.pairs(reply[1:])
+
+    def job_ops(self) -> list[str]:
+        """Jobs whose op is in progress (a client stopped midway: the leader finishes them)."""
+        return sorted(self._do(self.redis.smembers, keys.JOB_OPS))
 
     def cancel_task(self, task_id, queued_msg, running_msg, force=False, grace=None,
                     mode="user", token=""):
@@ -171,11 +242,13 @@ class Store:
         return self.split_revokes(reply)
 
     def cancel_job(self, job_id, queued_msg, running_msg, job_error, force=False, grace=None,
-                   graceful=False):
+                   graceful=False, follow=True):
+        """The job is marked and what runs stopped in one step; its other tasks by its cancel
+        op: with ``follow`` to the end before this returns, else by the leading scheduler."""
         reply = self.call("cancel_job", [job_id, queued_msg, running_msg, job_error,
                                          int(bool(force)), "" if grace is None else grace,
                                          int(bool(graceful))])
-        return self.split_revokes(reply)
+        return self.split_revokes(reply, follow)
 
     def requeue_task(self, task_id, running_msg):
         return self.split_revokes(self.call("requeue_task", [task_id, running_msg]))
@@ -202,14 +275,17 @@ class Store:
         return True, reply[1], dict(zip(flat[::2], flat[1::2]))
 
     def finish(self, task_id, token, outcome, exit_code=None, error="", output="", cpu_user=0,
-               cpu_sys=0, max_rss=0, retry_cap=3, drain=False):
+               cpu_sys=0, max_rss=0, retry_cap=3, drain=False, follow=True):
+        """The end of an attempt (lib_attempt.lua); (end state, message, revokes).  A failure that
+        fails its job (fail_on_task_failure) starts the job's fail op: ``follow`` does it to the
+        end here, else the leading scheduler does (a worker does not wait for it)."""
         reply = self.call("finish", [task_id, token, outcome,
                                      "" if exit_code is None else exit_code, error or "",
                                      output or "", cpu_user, cpu_sys, max_rss, retry_cap,
                                      int(drain)])
         if reply[0] != "ok":
             return reply[1], "", []
-        _, revokes = self.split_revokes(reply[2:])
+        _, revokes = self.split_revokes(reply[2:], follow)
         return reply[1], reply[2], revokes
 
     def set_fields(self, task_id, **fields) -> None:

@@ -44,14 +44,21 @@ local out = {}
 if want <= 0 or #ws == 0 then return out end
 
 -- what a unit of queue entry `id` asks for (an instance asks what its master asks)
-local asks, job_excl = {}, {}
+-- (stop: its job is being canceled, finished or has failed - lib_ops.lua - so nothing of it
+-- starts; its op takes the entry out)
+local asks, jobs = {}, {}
 local function ask(id)
   if asks[id] then return asks[id] end
   local v = redis.call('HMGET', K.task(id), 'cores', 'memory', 'gpus', 'group', 'exclusive')
   local j = split_id(id)
-  if job_excl[j] == nil then job_excl[j] = redis.call('HGET', K.job(j), 'exclusive') == '1' end
+  local J = jobs[j]
+  if not J then
+    local jv = redis.call('HMGET', K.job(j), 'exclusive', F.state, F.finish)
+    J = {excl = jv[1] == '1', stop = jv[2] == S.Canceling or JOB_END[jv[2]] or jv[3] == '1'}
+    jobs[j] = J
+  end
   local R = {cores = tonumber(v[1]) or 1, memory = num(v[2]), gpus = num(v[3]), group = v[4] or '',
-             exclusive = v[5] == '1', job = j, job_excl = job_excl[j]}
+             exclusive = v[5] == '1', job = j, job_excl = J.excl, stop = J.stop}
   asks[id] = R
   return R
 end
@@ -163,7 +170,9 @@ while #out / 4 < want and seen < scan and anyone_free() do
     local id = chunk[k]
     after = '(' .. chunk[k + 1]
     seen = seen + 1
-    if is_master(id) then
+    if ask(id).stop then
+      -- left for its job's op (a sweep master's entry, or a task's still Queued)
+    elseif is_master(id) then
       local R = ask(id)
       local W = best(R, fits)
       while W and #out / 4 < want do

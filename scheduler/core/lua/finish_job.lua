@@ -1,14 +1,13 @@
 -- ARGV: job id, message, grace seconds or ''.  HPC Pack's job Finish: every task that has not
 -- ended is finished (finish_task.lua) and the job ends Finished with the message once nothing
--- of it runs; no task of it starts from now on.  Returns {state after, celery id, mode, ...}.
+-- of it runs; no task of it starts from now on (its finish flag is set first; the job's finish
+-- op, lib_ops.lua, goes over its tasks).  Returns {state after, celery id, mode, ...}.
 local j, msg, grace = ARGV[1], ARGV[2], ARGV[3]
 local jk = K.job(j)
 local st = job_state(j)
 if not FINISH_JOB_FROM[st] then fail('STATE', string.format(MSG.job_cannot_finish, st)) end
-local ts = now()
 redis.call('HSET', jk, F.finish, '1', 'error', msg)
 local out = {}
-cancel_all(j, ts, {qmsg = msg, rmsg = msg, grace = grace, finish = true}, '', out)
-job_refresh(j, ts)
-wakeup()
+begin_op(j, 'finish', {qmsg = msg, rmsg = msg, grace = grace, finish = true})
+step_op(j, STEP_TASKS, out)
 return reply(jk, out)

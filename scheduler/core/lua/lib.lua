@@ -108,7 +108,7 @@ local RESULT_FIELDS = {'exit_code', 'error', 'output', 'end_time', 'start_time',
 
 -- === the one way into a state ================================================================
 local EFFECT = {}
--- Job-level steps used by effects but defined further down (after cancel_all): parents.
+-- Job-level steps used by effects but defined further down (lib_jobs.lua): parents.
 local JOBS = {}
 
 -- Move job j or task/instance id to state `to`: the state, the per-state counts of its parent,
@@ -152,11 +152,13 @@ local function enter(kind, id, to, ctx)
 end
 
 -- The job's state follows its tasks: Running once one runs; once none is left to run, Canceled
--- if it was being canceled, else Failed if any task Failed, else Finished.
+-- if it was being canceled, else Failed if any task Failed, else Finished.  Not while an op goes
+-- over its tasks (lib_ops.lua): its last step refreshes it.
 local function job_refresh(j, ts)
   local jk = K.job(j)
-  local st = redis.call('HGET', jk, F.state)
-  if st == S.Configuring or not st then return end
+  local jv = redis.call('HMGET', jk, F.state, F.op)
+  local st = jv[1]
+  if st == S.Configuring or not st or jv[2] then return end
   local left = counts_of(jk, 'c:', TASK_ON_WORKER) + counts_of(jk, 'c:', TASK_PENDING)
   if left == 0 then
     if st == S.Canceling then
@@ -300,12 +302,14 @@ function EFFECT.leave_worker(id, from)
   if not TASK_ON_WORKER[from] then return end
   local node = redis.call('HGET', K.task(id), F.node)
   if node then redis.call('SREM', K.worker_tasks(node), id) end
+  redis.call('SREM', K.job_active(split_id(id)), id)
   local m, i = master_of(id)
   if m then redis.call('SREM', K.sweep_active(m), i) end
 end
 
 function EFFECT.join_worker(id, from, to, ctx)
   redis.call('SADD', K.worker_tasks(ctx.node), id)
+  redis.call('SADD', K.job_active(split_id(id)), id)
   local m, i = master_of(id)
   if m then redis.call('SADD', K.sweep_active(m), i) end
 end

@@ -1,5 +1,5 @@
 -- Helpers of the scripts that make jobs (create_job, add_task, submit, new_job) only, after the
--- shared ones: creation, tasks, submission.  Apart so that the scripts of the hot path (dispatch,
+-- shared ones: creation and tasks (submission is lib_ops.lua's).  Apart so that the scripts of the hot path (dispatch,
 -- start, finish) do not define them on every call.
 
 -- Refuses (before any write) parents that do not exist.
@@ -38,47 +38,4 @@ local function add_task_record(j, fields, ts)
   emit('task', id, '', S.Configuring, '', '', ts)
   history_add(id, ts, S.Configuring, '', '')
   return t
-end
-
--- Task t of job j submitted: Submitted -> Validating -> Queued, waiting for its dependencies
--- (task numbers, comma-separated) that have not ended.
-local function submit_task(j, t, deps, score, ts)
-  local id = j .. '.' .. t
-  local tk = K.task(id)
-  redis.call('HSET', tk, 'submit_time', ts, F.score, int(score), 'deps', deps)
-  if redis.call('HGET', tk, F.state) ~= S.Configuring then return end
-  local nwait = 0
-  for d in string.gmatch(deps, '%d+') do
-    if not TASK_END[redis.call('HGET', K.task(j .. '.' .. d), F.state)] then
-      redis.call('SADD', K.task_rdeps(j .. '.' .. d), t)
-      nwait = nwait + 1
-    end
-  end
-  redis.call('HSET', tk, F.nwait, nwait)
-  -- entering Queued places it: the queue, or the job's waiting set while it waits
-  for _, s in ipairs({S.Submitted, S.Validating, S.Queued}) do enter('task', id, s, {ts = ts}) end
-  -- a sweep whose instances were all canceled one by one before submit ends now
-  if is_master(id) then master_refresh(id, ts) end
-end
-
--- Configuring -> Submitted -> Validating -> Queued for job j and every task (checked by the
--- caller); its parents and hold are taken into account first, so its tasks wait in its waiting
--- set while it is blocked.
-local function submit_job(j, band, deps, ts)
-  local jk = K.job(j)
-  local n = #deps
-  local seq = redis.call('INCRBY', K.SEQ, n) - n
-  -- a parent that already failed: its tasks are canceled below, in this same step
-  local failed, fstate = wait_for_parents(j)
-  redis.call('HSET', jk, 'band', int(band), 'submit_time', ts)
-  local hold = redis.call('HGET', jk, 'hold_until')
-  if hold and tonumber(hold) > tonumber(ts) then
-    redis.call('HSET', jk, F.held, '1')
-    redis.call('ZADD', K.HELD, hold, j)
-  end
-  for _, s in ipairs({S.Submitted, S.Validating, S.Queued}) do enter('job', j, s, {ts = ts}) end
-  for t = 1, n do submit_task(j, t, deps[t], band + seq + t, ts) end
-  job_refresh(j, ts)
-  if failed then JOBS.parent_failed(j, failed, fstate, ts) end
-  wakeup()
 end

@@ -10,6 +10,11 @@ local v = redis.call('HMGET', tk, F.state, F.token, 'worker_pid', 'a_cores', 'a_
 if not v[1] then return {'no', 'gone'} end
 local again = v[1] == S.Running and v[2] == token and v[3] == pid
 if v[2] ~= token or (v[1] ~= S.Dispatching and not again) then return {'no', v[1]} end
+local jv = redis.call('HMGET', K.job(split_id(id)), 'name', 'env', F.state, F.finish)
+-- its job is being canceled, finished or has failed: its op (lib_ops.lua) ends this attempt
+if not again and (jv[3] == S.Canceling or JOB_END[jv[3]] or jv[4] == '1') then
+  return {'no', jv[3]}
+end
 if not again then
   local ts = now()
   enter('task', id, S.Running, {ts = ts, from = S.Dispatching})
@@ -28,7 +33,6 @@ local sv = redis.call('HMGET', spec_key, unpack(START_FIELDS))
 for k, name in ipairs(START_FIELDS) do
   if sv[k] then table.insert(res, name); table.insert(res, sv[k]) end
 end
-local jv = redis.call('HMGET', K.job(split_id(id)), 'name', 'env')
 for _, x in ipairs({'_job_name', jv[1] or '', '_job_env', jv[2] or '', '_cores', v[4] or '1',
                     '_gpus', v[5] or ''}) do table.insert(res, x) end
 return res
