@@ -130,15 +130,15 @@ class Dispatcher:
                 if (not self.store.worker_tasks(name)
                         and self.store.last_beat(name) < forget_before):
                     self.store.forget_worker(name)
-        for name in self.live:
-            stranded = self.store.worker_tasks(name)
-            for tid, rec in zip(stranded, self.store.tasks(stranded)):
-                sent = float(rec.get("dispatch_time") or 0)
-                if rec.get("state") == "Dispatching" and now - sent > cfg.dispatch_timeout:
-                    self.store.finish(tid, rec.get("token", ""), "lost",
-                                      error=Msg.never_started.format(name),
-                                      retry_cap=cfg.task_retry_count)
-                    log.info("task %s never started on %s; queued again", tid, name)
+        # (DISPATCHING holds them by dispatch time: no worker's set is read)
+        stranded = self.store.stranded(now - cfg.dispatch_timeout)
+        for tid, rec in zip(stranded, self.store.tasks(stranded)):
+            if rec.get("state") == "Dispatching":
+                name = rec.get("node", "")
+                self.store.finish(tid, rec.get("token", ""), "lost",
+                                  error=Msg.never_started.format(name),
+                                  retry_cap=cfg.task_retry_count)
+                log.info("task %s never started on %s; queued again", tid, name)
 
     def expire_job(self, job_id: int) -> None:
         msg = Msg.job_runtime_expired

@@ -244,6 +244,12 @@ def check_invariants(snap: dict) -> list[str]:
     for member in queue:
         if member not in seen_units:
             bad.append(f"the queue holds {member}, which is no task of any job")
+    # DISPATCHING: exactly the units Dispatching
+    dispatching = {u for u in seen_units
+                   if (snap.get(keys.task(u)) or {}).get("state") == "Dispatching"}
+    held = set(snap.get(keys.DISPATCHING, {}))
+    if held != dispatching:
+        bad.append(f"DISPATCHING holds {sorted(held)} but {sorted(dispatching)} are Dispatching")
     return bad
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 from scheduler.core.schema import KEYS, PREFIX, key
 
 (JOB_SEQ, JOBS, QUEUE, SEQ, ATTEMPT, WORKERS, DEADLINES, LEADER, WAKEUP, EVENTS, ENDED, PURGING,
- DELAYED, HELD, ADMINS, JOB_OPS) = (
+ DELAYED, HELD, ADMINS, JOB_OPS, DISPATCHING) = (
     key(n) for n in ("JOB_SEQ", "JOBS", "QUEUE", "SEQ", "ATTEMPT", "WORKERS", "DEADLINES",
                      "LEADER", "WAKEUP", "EVENTS", "ENDED", "PURGING", "DELAYED", "HELD", "ADMINS",
-                     "JOB_OPS"))
+                     "JOB_OPS", "DISPATCHING"))
 
 
 def job(job_id) -> str:
@@ -66,4 +66,4 @@ def worker_queue(name: str) -> str:
 __all__ = ["KEYS", "PREFIX", "key", "job", "job_waiting", "task", "sweep_active", "sweep_redo",
            "sweep_ended", "task_rdeps", "worker", "worker_tasks", "worker_queue", "JOB_SEQ",
            "JOBS", "QUEUE", "SEQ", "ATTEMPT", "WORKERS", "DEADLINES", "LEADER", "WAKEUP", "EVENTS", "ENDED", "PURGING",
-           "DELAYED", "HELD", "ADMINS", "JOB_OPS", "job_children", "job_key"]
+           "DELAYED", "HELD", "ADMINS", "JOB_OPS", "DISPATCHING", "job_children", "job_key"]

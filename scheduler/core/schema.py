@@ -110,6 +110,9 @@ JOB_PENDING = frozenset({J.Configuring, J.Submitted, J.Validating})
 #:                 or a sweep master leaving Running, which hands out instances)
 #:   leave_worker  out of its worker's set (only if it was on a worker)
 #:   join_worker   into its worker's set (ctx.node)
+#:   await_start   into DISPATCHING, by its dispatch time (the scheduler takes back an attempt
+#:                 never started within dispatch_timeout without reading every worker's set)
+#:   dispatch_over  out of DISPATCHING, when it leaves Dispatching
 #:   reset         a new run: results cleared, ctx.count (requeue_count/auto_requeue_count) + 1;
 #:                 a sweep master's failed_sweeps mark taken back from its job
 #:   place         where the dispatcher finds it: queue, or the job's waiting set while its
@@ -125,14 +128,14 @@ TASK_ON_ENTER: dict[TaskState, tuple[str, ...]] = {
     T.Configuring: (),
     T.Submitted: (),
     T.Validating: (),
-    T.Queued: ("leave_worker", "reset", "place"),
-    T.Dispatching: ("join_worker",),
-    T.Running: ("started",),
+    T.Queued: ("dispatch_over", "leave_worker", "reset", "place"),
+    T.Dispatching: ("join_worker", "await_start"),
+    T.Running: ("dispatch_over", "started"),
     # a sweep master being canceled leaves the queue (or the waiting set) at once
-    T.Canceling: ("unplace",),
-    T.Finished: ("unplace", "leave_worker", "ended"),
-    T.Failed: ("unplace", "leave_worker", "ended"),
-    T.Canceled: ("unplace", "leave_worker", "ended"),
+    T.Canceling: ("dispatch_over", "unplace"),
+    T.Finished: ("dispatch_over", "unplace", "leave_worker", "ended"),
+    T.Failed: ("dispatch_over", "unplace", "leave_worker", "ended"),
+    T.Canceled: ("dispatch_over", "unplace", "leave_worker", "ended"),
 }
 #:   job_ended     end time, runtime deadline dropped, kept for retention (ENDED)
 #:   job_reopened  a new run: end time, error and start time cleared (the clock starts again),
@@ -189,6 +192,8 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "PURGING": ("purging", "set", "jobs whose records are being deleted (resumed by any scheduler)"),
     "DELAYED": ("delayed", "zset", "task or instance ids waiting out a --retry-delay -> when they "
                 "are placed again (the dispatcher places those due)"),
+    "DISPATCHING": ("dispatching", "zset", "units Dispatching -> their dispatch time (the "
+                    "scheduler takes back those not started within dispatch_timeout)"),
     "HELD": ("held", "zset", "job id -> its hold_until (the dispatcher releases those due)"),
     "job_children": ("job:{}:children", "set", "jobs waiting for this job to end (their parents "
                      "field names it)"),
@@ -235,7 +240,7 @@ START_FIELDS = ("command", "name", "env", "work_dir", "stdin", "stdout", "stderr
 #: requeue).  Those scripts loop over the job's tasks; one step for a 100,000-task job blocked
 #: Redis for seconds, so the first step is made by the script that starts the operation and the
 #: rest by job_step.lua, each short (the figures are in docs/scaling.md).
-STEP_TASKS = 256
+STEP_TASKS = 128
 
 #: What a task asks for (its record's fields; a sweep instance asks what its master asks) and,
 #: prefixed ``a_``, what its current attempt was given (written by dispatch on the unit's own

@@ -115,13 +115,15 @@ class Store:
                                   "submit": False})
         try:
             for k in range(step, len(tasks), step):
-                last = k + step >= len(tasks)
-                j2, created = self._new_job(key if last else "", {
-                    **payload, "job_id": j, "tasks": flat[k:k + step], "deps": deps[k:k + step],
-                    "submit": submit and last})
-                if j2 != j:     # the key named another job meanwhile: that one is the answer
+                self._new_job("", {**payload, "job_id": j, "tasks": flat[k:k + step],
+                                   "deps": deps[k:k + step], "submit": False})
+            if submit:
+                # (the dependencies are on the records already)
+                reply = self.call("submit", [j, len(tasks), band, key])
+                self.follow(reply[1:])
+                if int(reply[0]) != j:     # the key named another job meanwhile: that one it is
                     self.discard_job(j)
-                    return j2, False
+                    return int(reply[0]), False
         except HpcqError:
             self.discard_job(j)
             raise
@@ -351,6 +353,11 @@ class Store:
             pipe.scard(keys.worker_tasks(n))
         vals = self._do(pipe.execute)
         return [(n, int(vals[2 * k] or 0), int(vals[2 * k + 1])) for k, n in enumerate(names)]
+
+    def stranded(self, before: float, limit: int = 1000) -> list[str]:
+        """Units Dispatching since before ``before`` (Redis time): sent, never started."""
+        return self._do(self.redis.zrangebyscore, keys.DISPATCHING, "-inf", f"({before!r}",
+                        start=0, num=limit)
 
     def worker_tasks(self, name: str) -> list[str]:
         return sorted(self._do(self.redis.smembers, keys.worker_tasks(name)))

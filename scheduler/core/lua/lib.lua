@@ -114,8 +114,10 @@ local JOBS = {}
 -- Move job j or task/instance id to state `to`: the state, the per-state counts of its parent,
 -- an event (and a task's history line), then what entering `to` does (schema.TASK_ON_ENTER /
 -- JOB_ON_ENTER).
--- ctx: ts (required), msg (the event's message; else EVENT_MESSAGE's fields), and what an
--- effect needs (node, count).
+-- ctx: ts (required), msg (the event's message; else EVENT_MESSAGE's fields), via (states
+-- passed through on the way, as submit passes Submitted and Validating: each move is checked,
+-- recorded in the history and the events and has its effects, but the record and the counts
+-- are written once), and what an effect needs (node, count).
 local function enter(kind, id, to, ctx)
   local task = kind ~= 'job'
   local key = task and K.task(id) or K.job(id)
@@ -125,30 +127,40 @@ local function enter(kind, id, to, ctx)
   for _, f in ipairs(mfields) do table.insert(want, f) end
   local v = redis.call('HMGET', key, unpack(want))
   local from = ctx.from or v[1]
+  local path = {}
+  for _, s in ipairs(ctx.via or {}) do table.insert(path, s) end
+  table.insert(path, to)
   local table_ = task and TASK_T or JOB_T
-  if not table_[from] or not table_[from][to] then
-    error('HPCQ-BUG ' .. kind .. ' ' .. id .. ' cannot go from ' .. tostring(from) .. ' to ' .. to
-          .. ' (a script skipped its check)')
+  local at = from
+  for _, s in ipairs(path) do
+    if not table_[at] or not table_[at][s] then
+      error('HPCQ-BUG ' .. kind .. ' ' .. id .. ' cannot go from ' .. tostring(at) .. ' to ' .. s
+            .. ' (a script skipped its check)')
+    end
+    at = s
   end
   local msg = ctx.msg or ''
   for k = 3, #want do
     if v[k] and v[k] ~= '' then msg = v[k]; break end
   end
   local node = ''
+  redis.call('HSET', key, F.state, to, F.changed, ctx.ts)
   if task then
     if TASK_ON_WORKER[to] or TASK_ON_WORKER[from] then node = ctx.node or v[2] or '' end
-    redis.call('HSET', key, F.state, to, F.changed, ctx.ts)
-    history_add(id, ctx.ts, to, node, msg)
+    for _, s in ipairs(path) do history_add(id, ctx.ts, s, node, s == to and msg or '') end
     local m = master_of(id)
     local ck, prefix = m and K.task(m) or K.job(split_id(id)), m and 'i:' or 'c:'
     redis.call('HINCRBY', ck, prefix .. from, -1)
     redis.call('HINCRBY', ck, prefix .. to, 1)
-  else
-    redis.call('HSET', key, F.state, to, F.changed, ctx.ts)
   end
-  emit(kind, id, from, to, node, msg, ctx.ts)
-  local effects = (kind == 'job' and JOB_ON_ENTER or TASK_ON_ENTER)[to]
-  for _, name in ipairs(effects) do EFFECT[name](id, from, to, ctx) end
+  at = from
+  for _, s in ipairs(path) do
+    emit(kind, id, at, s, node, s == to and msg or '', ctx.ts)
+    for _, name in ipairs((kind == 'job' and JOB_ON_ENTER or TASK_ON_ENTER)[s]) do
+      EFFECT[name](id, at, s, ctx)
+    end
+    at = s
+  end
 end
 
 -- The job's state follows its tasks: Running once one runs; once none is left to run, Canceled
@@ -305,6 +317,14 @@ function EFFECT.leave_worker(id, from)
   redis.call('SREM', K.job_active(split_id(id)), id)
   local m, i = master_of(id)
   if m then redis.call('SREM', K.sweep_active(m), i) end
+end
+
+function EFFECT.await_start(id, from, to, ctx)
+  redis.call('ZADD', K.DISPATCHING, ctx.ts, id)
+end
+
+function EFFECT.dispatch_over(id, from)
+  if from == S.Dispatching then redis.call('ZREM', K.DISPATCHING, id) end
 end
 
 function EFFECT.join_worker(id, from, to, ctx)

@@ -25,7 +25,7 @@ local function submit_task(j, t, deps, score, ts)
   end
   redis.call('HSET', tk, F.nwait, nwait)
   -- entering Queued places it: the queue, or the job's waiting set while it waits
-  for _, s in ipairs({S.Submitted, S.Validating, S.Queued}) do enter('task', id, s, {ts = ts}) end
+  enter('task', id, S.Queued, {ts = ts, via = {S.Submitted, S.Validating}})
   -- a sweep whose instances were all canceled one by one before submit ends now
   if is_master(id) then master_refresh(id, ts) end
 end
@@ -117,7 +117,7 @@ local function submit_job(j, band, ts, out)
     redis.call('HSET', jk, F.held, '1')
     redis.call('ZADD', K.HELD, hold, j)
   end
-  for _, s in ipairs({S.Submitted, S.Validating, S.Queued}) do enter('job', j, s, {ts = ts}) end
+  enter('job', j, S.Queued, {ts = ts, via = {S.Submitted, S.Validating}})
   if failed then
     JOBS.parent_failed(j, failed, fstate, ts, out)
   else

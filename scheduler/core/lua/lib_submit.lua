@@ -22,18 +22,27 @@ end
 -- The job's defaults for what a task does not ask itself (schema.RESOURCES).
 local JOB_DEFAULTS = {'cores', 'memory', 'gpus', 'group'}
 
+local defaults_of = {}   -- job -> its defaults, read once a call (new_job adds hundreds of tasks)
+
 local function add_task_record(j, fields, ts)
   local jk = K.job(j)
   local t = redis.call('HINCRBY', jk, 'ntasks', 1)
   local id = j .. '.' .. t
   local tk = K.task(id)
-  redis.call('HSET', tk, unpack(fields))
-  local dv = redis.call('HMGET', jk, unpack(JOB_DEFAULTS))
-  for k, f in ipairs(JOB_DEFAULTS) do
-    if dv[k] and redis.call('HEXISTS', tk, f) == 0 then redis.call('HSET', tk, f, dv[k]) end
+  local given = {}
+  for k = 1, #fields - 1, 2 do given[fields[k]] = true end
+  local dv = defaults_of[j]
+  if not dv then
+    dv = redis.call('HMGET', jk, unpack(JOB_DEFAULTS))
+    defaults_of[j] = dv
   end
-  redis.call('HSET', tk, F.state, S.Configuring, 'create_time', ts, F.changed, ts, 'requeue_count', 0)
-  if redis.call('HEXISTS', tk, F.total) == 1 then redis.call('HSET', tk, F.next, 0) end
+  local rec = {F.state, S.Configuring, 'create_time', ts, F.changed, ts, 'requeue_count', 0}
+  for k, f in ipairs(JOB_DEFAULTS) do
+    if dv[k] and not given[f] then table.insert(rec, f); table.insert(rec, dv[k]) end
+  end
+  if given[F.total] then table.insert(rec, F.next); table.insert(rec, 0) end
+  redis.call('HSET', tk, unpack(fields))
+  redis.call('HSET', tk, unpack(rec))
   redis.call('HINCRBY', jk, 'c:' .. S.Configuring, 1)
   emit('task', id, '', S.Configuring, '', '', ts)
   history_add(id, ts, S.Configuring, '', '')

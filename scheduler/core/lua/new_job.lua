@@ -3,8 +3,8 @@
 -- A whole job in one step: created, filled and (if asked) submitted, so a client that loses
 -- the reply and calls again with the same key gets the same job back instead of a second one.
 -- A job too large for one step is built in several: the first creates it (submit false), the
--- next ones name it (job_id: its tasks are added, it must still be Configuring and unkeyed),
--- and the last submits it (its tasks then by its submit op, lib_ops.lua).
+-- next ones name it (job_id: its tasks are added; it must still be Configuring), and submit.lua
+-- submits it (its tasks then by its submit op, lib_ops.lua).
 -- Returns {job id, 1 if created now else 0, 'more:<job>' while its submit op is not done}.
 local key = ARGV[1]
 if key ~= '' then
