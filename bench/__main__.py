@@ -15,7 +15,13 @@
   ``cancel_task`` of its master, the Redis used_memory delta of the submit;
 - Redis memory per finished task record: ``MEMORY USAGE`` of a Finished task's key, and the
   used_memory delta of the N one-task jobs divided by N (job record, task record, queue and
-  index entries and the events, as they stand after the run).
+  index entries and the events, as they stand after the run);
+- a 100,000-task job (bench/big_job.py): submit, cancel, requeue, each with the longest PING
+  round trip meanwhile (a probe in another process): how long Redis is blocked at a time;
+- the dispatch rate with 1,000,000 tasks queued against 1,000 (bench/queue_depth.py);
+- 50 -> 500 simulated workers with 100,000 queued (bench/many_workers.py): the rate, the
+  scheduler's CPU per dispatch (the ratio: against 50 workers), Redis' CPU per task and per
+  heartbeat.
 
 Each figure is the median over ``--repeat`` runs (latency percentiles: the median of each run's
 percentile).  Everything a benchmark starts is stopped and checked gone at its end.  The
@@ -187,6 +193,21 @@ def big_sweep(t: Tee, size: int, repeat: int) -> dict:
     return res
 
 
+# --- a large job, a deep queue, many workers ---------------------------------------------------
+def large(t: Tee, job_n: int, depths: list[int], counts: list[int], queued: int, seconds: float) -> dict:
+    from bench import big_job, many_workers, queue_depth
+    with t.quiet():
+        with Bench("main-big-job", quiet_logs=True) as b:
+            print(f"== a {job_n}-task job, redis {b.url}")
+            job = big_job.measure(b, job_n)
+            print(job)
+        print("== dispatch rate by queue depth")
+        depth = queue_depth.run(depths, 400)
+        print(f"== {counts} simulated workers, {queued} queued")
+        many = many_workers.run(counts, queued, seconds)
+    return {"job": job, "depth": depth, "many": many}
+
+
 # --- the table ---------------------------------------------------------------------------------
 class Table:
     def __init__(self):
@@ -228,9 +249,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         sizes, n_run, n_q, backlog, sweep, repeat = [50], 10, 20, 1000, 10_000, 1
+        job_n, depths, counts, queued, seconds = 2000, [1000, 20_000], [10, 30], 3000, 3.0
     else:
         sizes = [1000, 10_000] if args.full else [1000]
         n_run, n_q, backlog, sweep, repeat = 200, 200, (100_000 if args.full else 10_000), 1_000_000, args.repeat
+        job_n, depths, counts, queued, seconds = 100_000, [1000, 1_000_000], [50, 100, 200, 500], 100_000, 10.0
     log = args.log or os.path.join(tempfile.mkdtemp(prefix="hpcq-bench-main-"), "bench.log")
     t = Tee(log)
     from bench import hyperqueue as hqb
@@ -279,6 +302,27 @@ def main() -> None:
     table.limit_row(f"cancel the master of a {fmt_n(sweep)}-instance sweep (all queued)", sw["cancel"], 1000)
     table.add(f"Redis used_memory delta of a {fmt_n(sweep)}-instance sweep submit",
               f"{statistics.median(sw['mem']):.0f} B")
+    lg = large(t, job_n, depths, counts, queued, seconds)
+    for op in ("submit", "cancel", "requeue"):
+        el, worst = lg["job"][op]
+        table.add(f"{op} of a {fmt_n(job_n)}-task job: the longest PING meanwhile (took {el:.1f} s)",
+                  f"{worst * 1e3:.1f} ms", goal="<= 50 ms", met="yes" if worst <= 0.05 else "no")
+    lo, hi = lg["depth"][0], lg["depth"][-1]
+    table.add(f"dispatch rate with {fmt_n(hi['depth'])} queued (dispatch.lua, 100 a call)",
+              f"{hi['rate']:.0f} units/s", f"{fmt_n(lo['depth'])} queued: {lo['rate']:.0f} units/s",
+              f"{hi['rate'] / lo['rate']:.2f}", ">= 0.8", "yes" if hi["rate"] >= 0.8 * lo["rate"] else "no")
+    table.add(f"Redis used_memory per queued task ({fmt_n(hi['depth'])}-task job)",
+              f"{hi['per_task_bytes']:.0f} B")
+    base = lg["many"][0]
+    for row in lg["many"]:
+        ratio = row["sched_ms"] / base["sched_ms"]
+        table.add(f"{row['workers']} simulated workers x 4, {fmt_n(queued)} queued: scheduler CPU per "
+                  f"dispatch ({row['rate']:.0f} tasks/s run; Redis {row['redis_ms']:.2f} ms/task; "
+                  f"a heartbeat {row['beat_redis_us']:.0f} us of Redis, {row['beats_per_s']:.0f}/s)",
+                  f"{row['sched_ms']:.2f} ms", f"{base['workers']} workers: {base['sched_ms']:.2f} ms",
+                  f"{ratio:.2f}", "<= 1.2 (flat)", "yes" if ratio <= 1.2 else "no")
+    if not lg["job"]["ok"]:
+        sw["bad"].append("the large job did not end Queued after its requeue")
     t.out(machine_note().replace("machine:", "machine at the end:  "))
     t.out(f"HyperQueue {hq_version}: LocalCluster from the PyPI wheel (it has no `hq` binary), one "
           f"worker of 4 CPUs, submitted through its Python API; bare Celery and hpcq share the "

@@ -262,7 +262,7 @@ def iso(t: float) -> str:
 
 def test_tasks_added_to_a_running_job_are_queued_at_once(url):
     job = run(url, "job", "new").stdout.strip()
-    run(url, "job", "add", job, "--name", "first", "--", "sleep 1")
+    run(url, "job", "add", job, "--name", "first", "--", "sleep 5")
     run(url, "job", "submit", job)
     wait_until(lambda: job_view(url, job)["state"] == "Running", 20, "the job to run")
     t = run(url, "job", "add", job, "--depends-on", "first", "--", "echo added").stdout.strip()

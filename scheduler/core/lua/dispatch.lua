@@ -79,16 +79,49 @@ local function could_fit(W, R)
       and W.cap.memory >= R.memory and W.cap.gpus >= R.gpus
 end
 
-local function best(R, test)
-  local pick
-  for _, W in ipairs(ws) do
-    if test(W, R) and (not pick or W.cores > pick.cores) then pick = W end
-  end
-  return pick
+-- The workers by free cores (buckets[c]: those with c free, in the order given, a worker that
+-- took something moving to the end of its new bucket): the best worker for a unit is the first
+-- that fits, scanning from the most free cores down, so a unit costs the workers it does not fit
+-- (none, usually), not all of them.  nfree: the free slots on workers open to more.
+local buckets, top, nfree = {}, 0, 0
+local function key(W) return math.max(0, math.floor(W.cores)) end
+local function avail(W) return (not W.closed and W.free > 0) and W.free or 0 end
+for _, W in ipairs(ws) do
+  local c = key(W)
+  buckets[c] = buckets[c] or {}
+  table.insert(buckets[c], W)
+  if c > top then top = c end
+  nfree = nfree + avail(W)
 end
 
+local function best(R, test, least)
+  for c = top, least, -1 do
+    local b = buckets[c]
+    if b then
+      for _, W in ipairs(b) do
+        if test(W, R) then return W end
+      end
+    end
+  end
+end
+
+local take_
 -- the worker takes (or is reserved for) a unit asking R
 local function take(W, R)
+  local c, before = key(W), avail(W)
+  local gpus = take_(W, R)
+  local b = buckets[c]
+  for k = 1, #b do
+    if b[k] == W then table.remove(b, k); break end
+  end
+  c = key(W)
+  buckets[c] = buckets[c] or {}
+  table.insert(buckets[c], W)
+  nfree = nfree + avail(W) - before
+  return gpus
+end
+
+function take_(W, R)
   W.free = W.free - 1
   W.cores = W.cores - R.cores
   W.memory = W.memory - R.memory
@@ -104,19 +137,14 @@ end
 local reserved = false
 local function reserve(R)
   if reserved then return end
-  local W = best(R, could_fit)
+  local W = best(R, could_fit, 0)
   if W then
     reserved = true
     take(W, R)
   end
 end
 
-local function anyone_free()
-  for _, W in ipairs(ws) do
-    if W.free >= 1 and not W.closed then return true end
-  end
-  return false
-end
+local function anyone_free() return nfree >= 1 end
 
 local ts = now()
 local function hand_out(unit, W, R)
@@ -174,19 +202,19 @@ while #out / 4 < want and seen < scan and anyone_free() do
       -- left for its job's op (a sweep master's entry, or a task's still Queued)
     elseif is_master(id) then
       local R = ask(id)
-      local W = best(R, fits)
+      local W = best(R, fits, math.max(0, math.ceil(R.cores)))
       while W and #out / 4 < want do
         local i = next_instance(id)
         if not i then break end
         hand_out(id .. '.' .. i, W, R)
-        W = best(R, fits)
+        W = best(R, fits, math.max(0, math.ceil(R.cores)))
       end
       if not W and redis.call('ZSCORE', K.QUEUE, id) then reserve(R) end
     elseif redis.call('HGET', K.task(id), F.state) ~= S.Queued then
       redis.call('ZREM', K.QUEUE, id)              -- an entry left behind: drop it
     else
       local R = ask(id)
-      local W = best(R, fits)
+      local W = best(R, fits, math.max(0, math.ceil(R.cores)))
       if W then
         redis.call('ZREM', K.QUEUE, id)
         hand_out(id, W, R)
