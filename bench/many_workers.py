@@ -127,16 +127,20 @@ def measure(b: Bench, workers: int, seconds: float, sched: psutil.Process, red: 
 
 def heartbeat_cost(b: Bench, red: psutil.Process, workers: int, n: int = 2000) -> float:
     """Redis CPU seconds per heartbeat.lua call (W distinct workers in turn, each listing 4
-    attempts it holds), measured while nothing else runs."""
+    attempts it holds), measured while nothing else runs (the workers beat as draining, so the
+    scheduler sends them nothing)."""
     st = Store(b.url)
     names = [f"beat{k}@bench" for k in range(workers)]
     held = [(f"9999.{k}", "1") for k in range(1, SLOTS + 1)]
+
+    def beat(w):
+        st.heartbeat(w, SLOTS, keys.worker_queue(w), {"pid": 0}, held, 3600, 3, state="draining")
+
     for w in names:
-        st.heartbeat(w, SLOTS, keys.worker_queue(w), {"pid": 0}, held, 3600, 3)
+        beat(w)
     c0 = cpu(red)
     for k in range(n):
-        w = names[k % workers]
-        st.heartbeat(w, SLOTS, keys.worker_queue(w), {"pid": 0}, held, 3600, 3)
+        beat(names[k % workers])
     per = (cpu(red) - c0) / n
     for w in names:
         st.unregister_worker(w)
