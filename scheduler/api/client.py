@@ -215,10 +215,10 @@ class Scheduler(Control):
         tid = TaskId.parse(task_id)
         message = check_cancel_message(message)
         self._may(tid.job, "cancel", f"task {tid}")
-        _, revokes = self.store.cancel_task(tid, *cancel_texts(message), force=force, grace=grace)
+        state, revokes = self.store.cancel_task(tid, *cancel_texts(message), force=force, grace=grace)
         self.publish(revokes)
         task = self.get_task(tid)
-        if wait:
+        if wait and state not in TASK_END:      # (a queued one ended in the step itself)
             self._wait_stopped(task, timeout, grace)
         return task
 
