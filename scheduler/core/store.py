@@ -102,7 +102,7 @@ class Store:
         """A whole job; (its id, created now).  With ``key``, a job already made with that key is
         returned instead of a new one.  Up to STEP_TASKS tasks it is one atomic step; a larger
         job is built STEP_TASKS tasks a step while Configuring (if a step fails, what was built
-        is removed) and submitted by the last, its tasks then queued by its submit op."""
+        is removed), then submitted by submit.lua, its tasks queued by its submit op."""
         step = schema.STEP_TASKS
         flat = [[x for kv in t.items() for x in kv] for t in tasks]
         deps = [",".join(map(str, d)) for d in deps]
