@@ -7,10 +7,11 @@ all their queues, a pool of threads runs the attempts.  What it measures, for ea
 dispatch rate, the scheduler's CPU per dispatched task, Redis' CPU per task and the cost of one
 heartbeat (the call as the client sees it, and Redis' CPU spent on heartbeats per second).
 
-    python -m bench.many_workers [--workers 50,100,200,500] [--queued 100000] [--seconds 10]
+    python -m bench.many_workers [--workers 50,100,200,500] [--queued 100000] [--seconds 10] [--rate 150]
 
-The pool of threads that runs ``true`` (8) bounds the rate far below the scheduler's own limit
-on a 2-core machine; the per-dispatch costs are the figures that matter: none may grow with W."""
+The attempts are started at a fixed rate (150 a second, below what the simulator manages with
+500 workers on 2 cores), the same for every W, so the per-dispatch costs compare like with
+like: none may grow with W."""
 
 from __future__ import annotations
 
@@ -37,8 +38,11 @@ SLOTS = 4
 class SimulatedWorkers:
     """W workers' protocol in threads: heartbeat, consume, start, run ``true``, finish."""
 
-    def __init__(self, url: str, names: list[str], interval: float = 2.0, runners: int = 8):
+    def __init__(self, url: str, names: list[str], interval: float = 2.0, runners: int = 8,
+                 rate: float = 0.0):
         self.url, self.names, self.interval = url, names, interval
+        #: at most this many attempts started a second (0: as fast as the runners go)
+        self.rate, self.next_start = rate, 0.0
         self.store = Store(url)
         self.held: dict[str, dict[str, str]] = {n: {} for n in names}
         self.lock = threading.Lock()
@@ -88,9 +92,18 @@ class SimulatedWorkers:
             args = json.loads(base64.b64decode(msg["body"]))[0]
             self.pool.submit(self.run, byq[got[0]], *args)
 
+    def pace(self) -> None:
+        if not self.rate:
+            return
+        with self.lock:
+            at = max(time.monotonic(), self.next_start)
+            self.next_start = at + 1 / self.rate
+        time.sleep(max(0.0, at - time.monotonic()))
+
     def run(self, worker: str, task_id: str, token: str) -> None:
         with self.lock:
             self.held[worker][task_id] = token
+        self.pace()
         try:
             ok, _, _ = self.store.start(task_id, token, threading.get_native_id())
             if ok:
@@ -108,9 +121,10 @@ def cpu(p: psutil.Process) -> float:
     return t.user + t.system
 
 
-def measure(b: Bench, workers: int, seconds: float, sched: psutil.Process, red: psutil.Process) -> dict:
+def measure(b: Bench, workers: int, seconds: float, sched: psutil.Process, red: psutil.Process,
+            rate: float) -> dict:
     names = [f"sim{workers}-{k}@bench" for k in range(workers)]
-    with SimulatedWorkers(b.url, names) as sim:
+    with SimulatedWorkers(b.url, names, rate=rate) as sim:
         time.sleep(2)                                   # every worker busy: the steady state
         d0, s0, r0 = sim.done, cpu(sched), cpu(red)
         b.r.config_resetstat()
@@ -147,7 +161,7 @@ def heartbeat_cost(workers: int, n: int = 2000) -> float:
         return stats.get("usec", 0) / 1e6 / max(stats.get("calls", 1), 1)
 
 
-def run(counts: list[int], queued: int, seconds: float) -> list[dict]:
+def run(counts: list[int], queued: int, seconds: float, rate: float = 150.0) -> list[dict]:
     from scheduler import Scheduler
     rows = []
     with Bench("many-workers", quiet_logs=True) as b:
@@ -158,7 +172,7 @@ def run(counts: list[int], queued: int, seconds: float) -> list[dict]:
             short = queued - b.r.zcard(keys.QUEUE)
             if short > 0:
                 s.submit([{"command": "true"}] * short, name=f"queue-{w}")
-            row = measure(b, w, seconds, sched, red)
+            row = measure(b, w, seconds, sched, red, rate)
             row["queued"] = b.r.zcard(keys.QUEUE)
             row["beat_redis_us"] = heartbeat_cost(w) * 1e6
             rows.append(row)
@@ -180,8 +194,10 @@ def main() -> None:
     ap.add_argument("--workers", default="50,100,200,500")
     ap.add_argument("--queued", type=int, default=100_000)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--rate", type=float, default=150.0,
+                    help="attempts started a second, the same for every W (0: no limit)")
     args = ap.parse_args()
-    run([int(x) for x in args.workers.split(",")], args.queued, args.seconds)
+    run([int(x) for x in args.workers.split(",")], args.queued, args.seconds, args.rate)
 
 
 if __name__ == "__main__":

@@ -65,8 +65,8 @@ class Dispatcher:
         if purged:
             log.info("purged %d job(s) ended more than %g s ago", purged, self.settings.job_retention)
         workers = self.store.live_workers(now + self.clock_offset - self.settings.worker_timeout)
-        self.live = {name for name, _, _ in workers}
-        return self.fill([name for name, slots, busy in workers if slots - busy > 0])
+        self.live = set(workers)
+        return self.fill(workers)
 
     def resume_ops(self, budget: float = 0.2) -> None:
         """Job ops left unfinished (lib_ops.lua: a fail op started by a worker's result, or a

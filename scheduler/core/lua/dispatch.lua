@@ -14,8 +14,9 @@ for k = 3, #ARGV do
   local v = redis.call('HMGET', K.worker(w), 'slots', F.state, 'stale', 'cores', 'memory', 'gpus',
                        'groups')
   -- a lost, draining or stopped worker gets nothing; slots held by stale attempts being killed
-  -- are not free
-  if v[2] ~= WS.lost and v[2] ~= WS.stopped and v[2] ~= WS.draining and v[1] then
+  -- are not free; a full worker is passed over before its attempts are read
+  if v[2] ~= WS.lost and v[2] ~= WS.stopped and v[2] ~= WS.draining and v[1]
+      and num(v[1]) - num(v[3]) > redis.call('SCARD', K.worker_tasks(w)) then
     local slots = num(v[1]) - num(v[3])
     local W = {name = w, free = slots, cores = num(v[4] or v[1]), memory = tonumber(v[5]) or math.huge,
                gpus = {}, groups = {}, jobs = {}, njobs = 0, ntasks = 0}
