@@ -115,8 +115,10 @@ class Dispatcher:
         now = time.time() + self.clock_offset
         if time.monotonic() - self.connected_since >= cfg.worker_timeout:
             silent = self.store.dead_workers(now - cfg.worker_timeout)
-            for name, state in zip(silent, self.store.worker_states(silent)):
-                if state not in ("lost", "stopped") or self.store.worker_tasks(name):
+            # (two pipelined reads for all of them: stopped workers stay listed for a while)
+            for name, state, held in zip(silent, self.store.worker_states(silent),
+                                         self.store.busy_counts(silent)):
+                if state not in ("lost", "stopped") or held:
                     revokes = self.store.lose_worker(name, Msg.worker_lost.format(name),
                                                      Msg.never_started.format(name),
                                                      cfg.task_retry_count)

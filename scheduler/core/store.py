@@ -354,6 +354,13 @@ class Store:
         return self._do(self.redis.zrangebyscore, keys.DISPATCHING, "-inf", f"({before!r}",
                         start=0, num=limit)
 
+    def busy_counts(self, names) -> list[int]:
+        """How many attempts each of ``names`` holds (one pipeline)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for n in names:
+            pipe.scard(keys.worker_tasks(n))
+        return self._do(pipe.execute)
+
     def worker_tasks(self, name: str) -> list[str]:
         return sorted(self._do(self.redis.smembers, keys.worker_tasks(name)))
 
