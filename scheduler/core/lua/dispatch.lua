@@ -106,23 +106,8 @@ local function best(R, test, least)
   end
 end
 
-local take_
--- the worker takes (or is reserved for) a unit asking R
-local function take(W, R)
-  local c, before = key(W), avail(W)
-  local gpus = take_(W, R)
-  local b = buckets[c]
-  for k = 1, #b do
-    if b[k] == W then table.remove(b, k); break end
-  end
-  c = key(W)
-  buckets[c] = buckets[c] or {}
-  table.insert(buckets[c], W)
-  nfree = nfree + avail(W) - before
-  return gpus
-end
-
-function take_(W, R)
+-- what the worker has left once it takes a unit asking R; returns the GPU ids given
+local function charge(W, R)
   W.free = W.free - 1
   W.cores = W.cores - R.cores
   W.memory = W.memory - R.memory
@@ -133,6 +118,21 @@ function take_(W, R)
   local given = {}
   for _ = 1, R.gpus do table.insert(given, table.remove(W.gpus, 1)) end
   return table.concat(given, ',')
+end
+
+-- the worker takes (or is reserved for) a unit asking R, and moves to its new bucket
+local function take(W, R)
+  local c, before = key(W), avail(W)
+  local gpus = charge(W, R)
+  local b = buckets[c]
+  for k = 1, #b do
+    if b[k] == W then table.remove(b, k); break end
+  end
+  c = key(W)
+  buckets[c] = buckets[c] or {}
+  table.insert(buckets[c], W)
+  nfree = nfree + avail(W) - before
+  return gpus
 end
 
 local reserved = false
