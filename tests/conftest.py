@@ -109,3 +109,19 @@ def procs(tmp_path):
     finally:
         group.stop_all()
         group.assert_clean(timeout=10)
+
+
+@pytest.fixture
+def store(redis_url):
+    """hpcq's Store on the session's (emptied) Redis."""
+    from scheduler.core.store import Store
+    s = Store(redis_url)
+    yield s
+    s.redis.close()
+
+
+@pytest.fixture
+def rig(store):
+    """Short-hands over the store for setting up states (tests/script_model.py)."""
+    from tests.script_model import Rig
+    return Rig(store)

@@ -18,21 +18,9 @@ from scheduler.core.store import Store
 from scheduler.dispatcher import Dispatcher
 from scheduler.errors import InvalidState
 from scheduler.settings import get_settings
-from tests.script_model import Rig, band, check_invariants, read_all
+from tests.script_model import band, check_invariants, read_all
 
 N = schema.STEP_TASKS * 2 + 17          # three steps
-
-
-@pytest.fixture
-def store(redis_url):
-    s = Store(redis_url)
-    yield s
-    s.redis.close()
-
-
-@pytest.fixture
-def rig(store):
-    return Rig(store)
 
 
 def big_job(store, n=N, submit=True, **job) -> int:

@@ -26,25 +26,12 @@ from scheduler.errors import (CancelMessageTooLong, HpcqError, InvalidInput, Inv
                               NotFound)
 from scheduler.api.model import Msg, TaskSpec
 from scheduler.settings import get_settings
-from scheduler.core.store import Store
-from tests.script_model import (RETRY_CAP, Rig, Sequence, band, check_invariants, dump_keyspace,
+from tests.script_model import (RETRY_CAP, Sequence, band, check_invariants, dump_keyspace,
                           read_all)
 
 SEED = int(os.environ.get("HPCQ_SCRIPTS_SEED", "20240611"))
 STEPS = int(os.environ.get("HPCQ_SCRIPTS_STEPS", "2000"))
 REC = TaskSpec(command="true").to_record()
-
-
-@pytest.fixture
-def store(redis_url):
-    s = Store(redis_url)
-    yield s
-    s.redis.close()
-
-
-@pytest.fixture
-def rig(store):
-    return Rig(store)
 
 
 @pytest.fixture
@@ -362,24 +349,21 @@ def _(rig, r):
     return lambda: rig.store.start(uid, tok, 1000)
 
 
-@refusal("start/job-being-canceled", reply=no("Canceling"))
-def _(rig, r):
-    # a job whose cancel op has not reached this attempt yet (lib_ops.lua; the op stops what is
-    # on a worker in its first step, so the state is written by hand to reach this check)
-    j = rig.job()
-    rig.worker()
-    (uid, tok), = rig.dispatch().items()
-    r.hset(keys.job(j), "state", "Canceling")
-    return lambda: rig.store.start(uid, tok, 1000)
+def job_marked(field, value):
+    """A dispatched attempt whose job then has ``field`` = ``value`` (its cancel or finish op
+    has not reached the attempt yet: lib_ops.lua; the op's first step stops what is on a worker,
+    so the job's record is written by hand to reach start.lua's check)."""
+    def setup(rig, r):
+        j = rig.job()
+        rig.worker()
+        (uid, tok), = rig.dispatch().items()
+        r.hset(keys.job(j), field, value)
+        return lambda: rig.store.start(uid, tok, 1000)
+    return setup
 
 
-@refusal("start/job-finishing", reply=no("Queued"))
-def _(rig, r):
-    j = rig.job()
-    rig.worker()
-    (uid, tok), = rig.dispatch().items()
-    r.hset(keys.job(j), "finish", "1")
-    return lambda: rig.store.start(uid, tok, 1000)
+refusal("start/job-being-canceled", reply=no("Canceling"))(job_marked("state", "Canceling"))
+refusal("start/job-finishing", reply=no("Queued"))(job_marked("finish", "1"))
 
 
 @refusal("start/queued-again-after-lost", reply=no("Queued"))
