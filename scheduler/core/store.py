@@ -119,11 +119,10 @@ class Store:
                                    "deps": deps[k:k + step], "submit": False})
             if submit:
                 # (the dependencies are on the records already)
-                reply = self.call("submit", [j, len(tasks), band, key])
-                self.follow(reply[1:])
-                if int(reply[0]) != j:     # the key named another job meanwhile: that one it is
+                submitted = self.submit(j, band, [()] * len(tasks), key)
+                if submitted != j:     # the key named another job meanwhile: that one it is
                     self.discard_job(j)
-                    return int(reply[0]), False
+                    return submitted, False
         except HpcqError:
             self.discard_job(j)
             raise
@@ -138,7 +137,7 @@ class Store:
         """Best effort: a job half built by new_job is canceled and purged."""
         try:
             try:
-                self.split_revokes(self.call("cancel_job", [job_id, "", "", "", 0, "", 0]))
+                self.cancel_job(job_id, "", "", "")
             except InvalidState:
                 pass                            # ended already
             while self.purge_job(job_id, 1000)[0] == "more":

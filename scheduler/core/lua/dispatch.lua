@@ -55,7 +55,7 @@ local function ask(id)
   local J = jobs[j]
   if not J then
     local jv = redis.call('HMGET', K.job(j), 'exclusive', F.state, F.finish)
-    J = {excl = jv[1] == '1', stop = jv[2] == S.Canceling or JOB_END[jv[2]] or jv[3] == '1'}
+    J = {excl = jv[1] == '1', stop = job_stopping(jv[2], jv[3])}
     jobs[j] = J
   end
   local R = {cores = tonumber(v[1]) or 1, memory = num(v[2]), gpus = num(v[3]), group = v[4] or '',

@@ -33,6 +33,13 @@ local function job_state(j)
   return st
 end
 
+-- A job being stopped - Canceling, ended (a fail op may still be going over its tasks) or
+-- being finished by the user (its finish flag): nothing of it starts any more (dispatch.lua,
+-- start.lua) and nothing of it goes back to the queue by itself (end_attempt).
+local function job_stopping(state, finish)
+  return state == S.Canceling or JOB_END[state] or finish == '1'
+end
+
 local function is_master(id) return redis.call('HEXISTS', K.task(id), F.total) == 1 end
 
 -- The one rule for a sweep instance that has no record yet: before the sweep is submitted it is

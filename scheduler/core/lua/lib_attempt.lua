@@ -38,7 +38,7 @@ local function end_attempt(id, token, outcome, exit_code, err, output, cpu_user,
   local jv = redis.call('HMGET', K.job(j), F.state, 'fail_on_task_failure', 'task_retry_count', F.finish)
   if jv[3] then cap = jv[3] end
   -- nothing of a job or sweep being canceled, finished (or ended) goes back to the queue by itself
-  local stopping = jv[1] == S.Canceling or JOB_END[jv[1]] or jv[4] == '1'
+  local stopping = job_stopping(jv[1], jv[4])
       or (i and sv[5] == S.Canceling)
   local ts = now()
   if st == S.Dispatching and outcome == O.exit then

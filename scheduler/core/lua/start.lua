@@ -12,7 +12,7 @@ local again = v[1] == S.Running and v[2] == token and v[3] == pid
 if v[2] ~= token or (v[1] ~= S.Dispatching and not again) then return {'no', v[1]} end
 local jv = redis.call('HMGET', K.job(split_id(id)), 'name', 'env', F.state, F.finish)
 -- its job is being canceled, finished or has failed: its op (lib_ops.lua) ends this attempt
-if not again and (jv[3] == S.Canceling or JOB_END[jv[3]] or jv[4] == '1') then
+if not again and job_stopping(jv[3], jv[4]) then
   return {'no', jv[3]}
 end
 if not again then
