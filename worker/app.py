@@ -35,9 +35,15 @@ app.conf.update(worker_concurrency=os.cpu_count() or 2, worker_max_tasks_per_chi
 
 
 @functools.cache
+def pool_settings():
+    """The settings, read once per pool process (reading them cost ~0.2 ms of every attempt)."""
+    return get_settings()
+
+
+@functools.cache
 def store() -> Store:
     """One Store per process (the pool forks after the main process imports this module)."""
-    cfg = get_settings()
+    cfg = pool_settings()
     # With a fence, a cut link must be noticed well within fence_after.
     timeout = min(cfg.redis_timeout, cfg.fence_after / 4) if cfg.fence_after > 0 else cfg.redis_timeout
     return Store(cfg.redis_url, timeout=timeout)
@@ -87,6 +93,7 @@ def on_pool_process(**kwargs):
     # orphan the command; with SIGTERM its attempt stops the command first and records it lost.
     supervisor.die_with_parent(signal.SIGTERM)
     store.cache_clear()
+    pool_settings.cache_clear()
 
 
 @functools.cache

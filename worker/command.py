@@ -6,8 +6,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
-import signal
 import subprocess
 from contextlib import ExitStack
 from urllib.parse import urlsplit
@@ -16,7 +14,7 @@ from scheduler.core import resources, sweep
 
 from .output import open_spool
 from .registry import identity
-from .supervisor import ATTEMPT_VAR, WORKER_VAR, die_with_parent
+from .supervisor import ATTEMPT_VAR, WORKER_VAR
 
 #: hpcq's own variables that may carry the Redis URL or password: never in a task's environment.
 SECRET_VARS = frozenset({"HPCQ_REDIS_URL", "HPCQ_REDIS_PASSWORD_FILE", "HPCQ_REDIS_PASSWORD",
@@ -67,23 +65,6 @@ def _worker_gpus(base: dict) -> bool:
         return False
 
 
-def _die_with_supervisor() -> None:
-    """In the child before exec: SIGKILL if the pool process supervising it dies."""
-    die_with_parent(signal.SIGKILL)
-
-
-#: util-linux's setpriv sets the same parent-death signal and execs the command, so the pool
-#: process can start it with vfork: a Python preexec_fn forces a full fork of the pool process
-#: (tens of MB of page tables copied per attempt).  Without setpriv, the preexec_fn.
-SETPRIV = shutil.which("setpriv")
-
-
-def _launcher(argv: list[str]) -> tuple[list[str], object]:
-    if SETPRIV:
-        return [SETPRIV, "--pdeathsig", "KILL", "--", *argv], None
-    return argv, _die_with_supervisor
-
-
 def spawn(spec: dict, task_id: str, value: str, worker: str, celery_id: str, redis_url: str,
           script_path: str, files: ExitStack, spool: tuple[str, str]):
     """Start the command in a session of its own; returns (Popen, spool file or None, its
@@ -126,9 +107,14 @@ def spawn(spec: dict, task_id: str, value: str, worker: str, celery_id: str, red
     stderr = open_file(files, "stderr", sub("stderr"), wd, "wb") if spec.get("stderr") else (
         subprocess.STDOUT if stdout is out else out)
     try:
-        argv, preexec = _launcher(argv)
+        # No preexec_fn and no parent-death signal: Popen then starts the command with vfork
+        # (a Python preexec_fn forces a full fork of the pool process, tens of MB of page tables
+        # per attempt; util-linux's setpriv, which used to set the signal, cost an exec per
+        # attempt, a tenth of the CPU of a short task).  A pool process that dies leaves the
+        # command to the worker's main process, a subreaper that kills it by its marker
+        # (presence.check_pools); a whole worker that dies leaves it to its next life (prepare).
         proc = subprocess.Popen(argv, cwd=wd, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
-                                start_new_session=True, close_fds=True, preexec_fn=preexec)
+                                start_new_session=True, close_fds=True)
     except OSError as exc:
         raise StartError(f"The task could not start: {exc.strerror or exc}") from None
     except (ValueError, TypeError) as exc:

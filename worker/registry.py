@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
+import threading
 
 from scheduler.transport import celery_id
 
 
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "@.-_" else "_" for c in name)
+    return re.sub(r"[^\w@.-]", "_", name)
 
 
 def identity(worker: str, redis_url: str | None = None) -> str:
@@ -43,10 +44,11 @@ class Registry:
         return os.path.join(self.dir, _safe(cid) + suffix)
 
     def write(self, cid: str, entry: dict) -> None:
-        """Atomically (a rename), so a reader never sees half an entry."""
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(entry, f)
+        """Atomically (a rename), so a reader never sees half an entry.  The temporary file is
+        named for the writing process and thread: each writes one entry at a time."""
+        tmp = os.path.join(self.dir, f".tmp-{os.getpid()}-{threading.get_ident()}")
+        with open(tmp, "w") as f:
+            f.write(json.dumps(entry))
         os.replace(tmp, self.path(cid))
 
     def add(self, task_id: str, token: str, pool_pid: int, pool_started: float) -> dict:

@@ -24,7 +24,7 @@ from scheduler.core.store import Store
 from scheduler.transport import RUN_TASK, publish_revokes
 
 from . import accounting, supervisor
-from .app import app, registry, store
+from .app import app, pool_settings, registry, store
 from .command import StartError, spawn
 from .output import excerpt
 
@@ -72,7 +72,7 @@ class Attempt:
         self.task_id = task_id
         self.token = token
         self.store = st
-        self.settings = get_settings()
+        self.settings = pool_settings()
         self.worker = task.request.hostname or ""
         self.registry = registry(self.worker)
         self.term = False
