@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from celery import Celery
 
 RUN_TASK = "hpcq.run"
+#: A revoke's argument saying the cancel is in Redis already (the worker skips recording it).
+RECORDED = "hpcq_recorded"
 
 
 def _one_client_per_channel() -> None:
@@ -91,10 +93,12 @@ def parse_celery_id(celery_id: str) -> tuple[str, str] | None:
 
 
 def publish_revokes(app: Celery, revokes: list[tuple[str, str]]) -> None:
-    """One broadcast per kind: 'terminate' for running attempts, 'discard' for sent ones."""
+    """One broadcast per kind: 'terminate' for running attempts, 'discard' for sent ones.
+    ``RECORDED`` tells the workers that hpcq has recorded these cancels already (a revoke from
+    Celery's own tools has no such mark, and the worker records it first)."""
     terminate = [cid for cid, mode in revokes if mode == "terminate"]
     discard = [cid for cid, mode in revokes if mode == "discard"]
     if terminate:
-        app.control.revoke(terminate, terminate=True, signal="SIGTERM")
+        app.control.revoke(terminate, terminate=True, signal="SIGTERM", **{RECORDED: True})
     if discard:
-        app.control.revoke(discard)
+        app.control.revoke(discard, **{RECORDED: True})

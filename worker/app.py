@@ -21,7 +21,7 @@ from celery.worker import control
 from scheduler.core.schema import cancel_texts
 from scheduler.settings import get_settings
 from scheduler.core.store import Store
-from scheduler.transport import make_celery, parse_celery_id
+from scheduler.transport import RECORDED, make_celery, parse_celery_id
 
 from . import supervisor
 from .presence import Presence
@@ -66,8 +66,9 @@ def revoke(state, task_id, terminate=False, signal=None, **kwargs):
     """Revoke task by task id (or list of ids): an hpcq cancel of that attempt."""
     ids = set(maybe_list(task_id) or [])
     force = str(signal or "").upper() in ("SIGKILL", "KILL", "9")
-    for cid in ids:
-        record_revoke(cid, force=force)
+    if not kwargs.pop(RECORDED, False):   # hpcq's own revokes are recorded before they are sent
+        for cid in ids:
+            record_revoke(cid, force=force)
     # Always terminate with SIGTERM: a running attempt's supervisor then stops its whole tree.
     return control._revoke(state, ids, terminate=True, signal="SIGTERM", **kwargs)
 

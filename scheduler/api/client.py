@@ -314,12 +314,16 @@ class Job(JobView):
     def submit(self) -> "Job":
         return self.scheduler.submit_job(self)
 
-    def get_task(self, task_id) -> "Task":
+    def task_id(self, task_id) -> TaskId:
+        """A task number or id of this job as a TaskId (nothing read: NotFound for another job's)."""
         tid = TaskId.parse(task_id if "." in str(task_id) else f"{self.id}.{task_id}")
         if tid.job != self.id:
             raise NotFound(f"task {tid} belongs to job {tid.job}, not to job {self.id} "
                            f"(Scheduler.get_task({str(tid)!r}) reads it)")
-        return self.scheduler.get_task(tid)
+        return tid
+
+    def get_task(self, task_id) -> "Task":
+        return self.scheduler.get_task(self.task_id(task_id))
 
     def get_task_id_list(self, expand: bool = False) -> list[str]:
         return [str(t.id) for t in self.iter_tasks(expand=expand)]
@@ -347,10 +351,11 @@ class Job(JobView):
                         yield Task(self.scheduler, iid, instance_record(rec, iid, irec or None))
 
     def cancel_task(self, task_id, message=None, force=False, **kw) -> "Task":
-        return self.scheduler.cancel_task(self.get_task(task_id).id, message, force, **kw)
+        # (the cancel step itself says NotFound for a task that does not exist: no read first)
+        return self.scheduler.cancel_task(self.task_id(task_id), message, force, **kw)
 
     def requeue_task(self, task_id, **kw) -> "Task":
-        return self.scheduler.requeue_task(self.get_task(task_id).id, **kw)
+        return self.scheduler.requeue_task(self.task_id(task_id), **kw)
 
     def cancel(self, message=None, force=False, graceful=False, **kw) -> "Job":
         return self.scheduler.cancel_job(self.id, message, force, graceful, **kw)
