@@ -1051,3 +1051,21 @@ def test_found_sweep_canceled_while_configuring_keeps_its_instances_queued(rig, 
     j = rig.job(sweep(3), submit=False)
     rig.cancel_task(f"{j}.1")
     assert_consistent(r)
+
+
+def test_finish_records_a_pid_only_for_the_current_attempt(rig, r):
+    """A command that ended in its first moments has its pid and spool recorded by the finish
+    step, token-checked: a stale attempt's finish writes nothing, and a requeue clears the pid."""
+    rig.job({}, {})
+    rig.worker()
+    (a, tok_a), (b, tok_b) = sorted(rig.run().items())
+    state, _, _ = rig.store.finish(a, tok_a, "exit", 0, pid=4321, spool="/spool/a.out")
+    assert state == "Finished"
+    assert r.hmget(keys.task(a), "pid", "spool") == ["4321", "/spool/a.out"]
+    assert rig.store.finish(a, tok_a, "exit", 0, pid=99, spool="/x")[0] == "Finished"  # stale
+    assert r.hmget(keys.task(a), "pid", "spool") == ["4321", "/spool/a.out"]
+    # a lost attempt of a rerunnable task goes back to the queue without the pid it gave
+    assert rig.store.finish(b, tok_b, "lost", pid=777, spool="/spool/b.out")[0] == "Queued"
+    assert r.hget(keys.task(b), "pid") is None
+    assert rig.store.finish(b, "0", "exit", 0, pid=5, spool="/y")[0] == "Queued"      # stale
+    assert r.hget(keys.task(b), "pid") is None

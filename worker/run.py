@@ -33,6 +33,9 @@ log = logging.getLogger("hpcq.worker")
 #: A command's main process exited by itself: what it left behind gets SIGTERM and this long to
 #: go before SIGKILL, and only then is the task recorded.
 LEFTOVERS_GRACE = 1.0
+#: The command's pid and spool file are written to its record once it has run this long; one
+#: that ends sooner has them recorded with its result (a short task saves a round trip).
+PID_AFTER = 0.02
 
 
 @signals.worker_ready.connect
@@ -83,6 +86,8 @@ class Attempt:
         self.runtime_expired = False
         self.entry: dict = {}
         self.acct: accounting.Accounting | None = None
+        #: The command's pid and spool file while not yet in its record.
+        self.unrecorded: dict = {}
 
     # SIGTERM from Celery (revoke with terminate), from a pool shutdown or from our worker.
     def on_term(self, signum, frame):
@@ -156,14 +161,13 @@ class Attempt:
         acct = self.acct
         if self.term:
             w.nudge()
-        try:
-            # where `hpcq task output` finds (and follows) this attempt's whole output
-            self.store.set_fields(self.task_id, pid=pid, spool=spool or "")
-        except RedisUnavailable:
-            pass
+        # the pid, and where `hpcq task output` finds (and follows) this attempt's whole output
+        self.unrecorded = {"pid": pid, "spool": spool or ""}
+        record_at = now + PID_AFTER
         try:
             while status is None or not tree.done():
-                wakes = [next_poll, tree.next_wake(), acct and acct.next_wake()]
+                wakes = [next_poll, tree.next_wake(), acct and acct.next_wake(),
+                         record_at if self.unrecorded and status is None else None]
                 if not why:
                     wakes += [runtime_end, self.fence_at()]
                 wake = min(t for t in wakes if t is not None)
@@ -175,6 +179,8 @@ class Attempt:
                         tree.begin(LEFTOVERS_GRACE)
                 now = time.monotonic()
                 tree.step(now)                # first: a SIGKILL due now does not wait for Redis
+                if self.unrecorded and status is None and now >= record_at:
+                    self.record_pid()
                 if acct:
                     acct.sample(now)          # sampling only (no cgroup), and only when due
                 # Once it has ended by itself, how it ended is decided: only its leftovers remain.
@@ -195,6 +201,13 @@ class Attempt:
             w.close()
             self.waiter = None
         return why, status
+
+    def record_pid(self) -> None:
+        try:
+            self.store.set_fields(self.task_id, **self.unrecorded)
+            self.unrecorded = {}
+        except RedisUnavailable:
+            pass                      # recorded with the result
 
     def conclude(self, why: str, status: int, out):
         """How the attempt ended, as its finish call: stopped by a shutdown or by the fence it is
@@ -290,7 +303,7 @@ class Attempt:
         # a job this failure fails is stopped by its op: its first step stops what runs (those
         # revokes come back here), the leading scheduler does the rest
         reply = retrying(lambda: self.store.finish(*args, retry_cap=self.settings.task_retry_count,
-                                                   drain=drain, follow=False),
+                                                   drain=drain, follow=False, **self.unrecorded),
                          give_up=give_up)
         if reply is None:
             raise TaskFailed("Redis could not be reached to record the result; it is kept for the worker's next start.")

@@ -276,14 +276,15 @@ class Store:
         return True, reply[1], dict(zip(flat[::2], flat[1::2]))
 
     def finish(self, task_id, token, outcome, exit_code=None, error="", output="", cpu_user=0,
-               cpu_sys=0, max_rss=0, retry_cap=3, drain=False, follow=True):
+               cpu_sys=0, max_rss=0, retry_cap=3, drain=False, follow=True, pid=None, spool=""):
         """The end of an attempt (lib_attempt.lua); (end state, message, revokes).  A failure that
         fails its job (fail_on_task_failure) starts the job's fail op: ``follow`` does it to the
-        end here, else the leading scheduler does (a worker does not wait for it)."""
+        end here, else the leading scheduler does (a worker does not wait for it).  ``pid`` and
+        ``spool``: the command's, if not recorded yet (token-checked, like the result)."""
         reply = self.call("finish", [task_id, token, outcome,
                                      "" if exit_code is None else exit_code, error or "",
                                      output or "", cpu_user, cpu_sys, max_rss, retry_cap,
-                                     int(drain)])
+                                     int(drain), pid or "", spool or ""])
         if reply[0] != "ok":
             return reply[1], "", []
         _, revokes = self.split_revokes(reply[2:], follow)
