@@ -874,7 +874,7 @@ def test_refusal_changes_nothing(name, rig, r, raw):
 def test_every_script_has_refusal_cases():
     """Each script that can refuse has cases above (heartbeat, create_job, leave never refuse): a
     new script needs its refusals listed here."""
-    from scheduler.core.store import SCRIPTS
+    from scheduler.core.scripts import SCRIPTS
     covered = {name.split("/")[0] for name in REFUSALS}
     assert not set(SCRIPTS) - covered - {"heartbeat", "create_job", "leave"}
 
@@ -1069,3 +1069,19 @@ def test_finish_records_a_pid_only_for_the_current_attempt(rig, r):
     assert r.hget(keys.task(b), "pid") is None
     assert rig.store.finish(b, "0", "exit", 0, pid=5, spool="/y")[0] == "Queued"      # stale
     assert r.hget(keys.task(b), "pid") is None
+
+
+def test_cancel_nudges_the_dispatcher_only_when_it_gives_it_something(rig, r):
+    """A queued task canceled frees no slot and queues nothing: no scheduler pass for it.  One
+    whose dependent it releases into the queue, or a Dispatching one (its slot), does nudge."""
+    j = rig.job({"name": "a"}, {"name": "b"}, {"name": "c", "depends_on": ["b"]}, {"name": "d"})
+    r.delete(keys.WAKEUP)
+    rig.cancel_task(f"{j}.1")
+    assert r.llen(keys.WAKEUP) == 0
+    rig.cancel_task(f"{j}.2")              # c waited on b: now it is in the queue
+    assert r.lrange(keys.WAKEUP, 0, -1) == ["*"]
+    rig.worker()
+    got = rig.dispatch(want=1)
+    r.delete(keys.WAKEUP)
+    rig.cancel_task(next(iter(got)))       # Dispatching: its slot comes free
+    assert r.lrange(keys.WAKEUP, 0, -1) == ["*"]

@@ -199,15 +199,23 @@ class Scheduler(Control):
         return Task(self, tid, self._task_record(tid), explain=True)
 
     def _task_record(self, tid: TaskId) -> dict:
+        return self._joined(tid, self.store.tasks(self._record_ids(tid)))
+
+    @staticmethod
+    def _record_ids(tid: TaskId) -> list:
+        """The records a task's view is made of: its own, or an instance's master's and its own."""
+        return [tid.master, tid] if tid.instance else [tid]
+
+    @staticmethod
+    def _joined(tid: TaskId, recs: list[dict]) -> dict:
         if not tid.instance:
-            rec = self.store.task(tid)
-            if rec is None:
+            if not recs[0]:
                 raise NotFound(Msg.task_not_found.format(tid))
-            return rec
-        master = self.store.task(tid.master)
-        if master is None or "total" not in master or tid.instance > int(master["total"]):
+            return recs[0]
+        master, rec = recs
+        if not master or "total" not in master or tid.instance > int(master["total"]):
             raise NotFound(Msg.task_not_found.format(tid))
-        return instance_record(master, tid, self.store.task(tid))
+        return instance_record(master, tid, rec or None)
 
     def cancel_task(self, task_id, message: str | None = None, force: bool = False,
                     wait: bool = True, timeout: float | None = None,
@@ -215,9 +223,11 @@ class Scheduler(Control):
         tid = TaskId.parse(task_id)
         message = check_cancel_message(message)
         self._may(tid.job, "cancel", f"task {tid}")
-        state, revokes = self.store.cancel_task(tid, *cancel_texts(message), force=force, grace=grace)
+        # the task's records are read in the step's round trip, as the step left them
+        state, revokes, recs = self.store.cancel_task(tid, *cancel_texts(message), force=force,
+                                                      grace=grace, read=self._record_ids(tid))
         self.publish(revokes)
-        task = self.get_task(tid)
+        task = Task(self, tid, self._joined(tid, recs), explain=True)
         if wait and state not in TASK_END:      # (a queued one ended in the step itself)
             self._wait_stopped(task, timeout, grace)
         return task

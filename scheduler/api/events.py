@@ -29,7 +29,7 @@ import redis
 
 from scheduler.core import keys, schema
 from scheduler.core.ids import TaskId
-from scheduler.core.store import translate
+from scheduler.core.scripts import translate
 from scheduler.errors import InvalidInput, RedisUnavailable
 
 #: The stream's field names (schema.EVENT_FIELDS), as Python reads them.

@@ -1,88 +1,17 @@
-"""The Redis store: every state change is one Lua script from ``lua/`` (loaded once, with the
-transition tables and shared helpers prepended), and every read goes through here too.
-
-Scripts refuse a step by raising ``HPCQ-<CODE> <message>`` before their first write, so a
-refused step changes nothing; this module turns those into hpcq's exceptions."""
+"""The Redis store: every state change is one Lua script (``scripts.py``), and every read goes
+through here too."""
 
 from __future__ import annotations
 
-import functools
 import json
-from pathlib import Path
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
-from scheduler.core import keys
+from scheduler.core import keys, schema
+from scheduler.core.scripts import Scripts
+from scheduler.errors import HpcqError, InvalidState, NotFound
 
 
-from scheduler.core import schema
-from scheduler.errors import HpcqError, InvalidInput, InvalidState, NotFound, RedisUnavailable
-
-_CODES = {"NOTFOUND": NotFound, "STATE": InvalidState, "NOTRERUN": InvalidState,
-          "INPUT": InvalidInput, "RETRY": InvalidState, "ILLEGAL": InvalidState}
-SCRIPTS = ("create_job", "add_task", "submit", "dispatch", "start", "finish", "cancel_task",
-           "cancel_job", "requeue_task", "requeue_job", "lease", "heartbeat", "lose_worker",
-           "purge_job", "leave", "new_job", "release", "modify_job", "finish_task", "finish_job", "job_step")
-
-
-#: The shared helpers every script gets, in this order (each may use the ones before), and
-#: those only some scripts need (a script defines every helper it gets on each call).
-LIBS = ("lib", "lib_stop", "lib_ops", "lib_attempt", "lib_jobs")
-MORE_LIBS = {name: ("lib_submit",) for name in ("create_job", "add_task", "submit", "new_job")}
-
-
-@functools.cache
-def script_source(name: str) -> str:
-    lua = Path(__file__).with_name("lua")
-    libs = LIBS + MORE_LIBS.get(name, ())
-    body = "\n".join([*((lua / f"{lib}.lua").read_text() for lib in libs),
-                      (lua / f"{name}.lua").read_text()])
-    return schema.lua_preamble(inline=True) + "\n" + schema.inline_names(body)
-
-
-def translate(exc: redis.RedisError) -> HpcqError:
-    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
-        return RedisUnavailable(f"cannot reach Redis: {exc}")
-    text = str(exc)
-    pos = text.find("HPCQ-")
-    if pos >= 0:
-        code, _, msg = text[pos + 5:].partition(" ")
-        msg = msg.strip()
-        return _CODES.get(code, HpcqError)(msg)
-    return HpcqError(f"Redis error: {text}")
-
-
-def _s(v):
-    return v.decode() if isinstance(v, bytes) else v
-
-
-class Store:
+class Store(Scripts):
     """hpcq's view of one Redis database."""
-
-    def __init__(self, url: str, client: redis.Redis | None = None, timeout: float = 5.0):
-        self.url = url
-        # A bounded socket timeout: a cut link must fail a call, not hang it for minutes.  One
-        # immediate retry (a pooled connection Redis dropped), no more: the daemons retry with
-        # their own backoff, and redis-py's default (3 retries with backoff) would stall every
-        # call for seconds during an outage and could run a script twice.
-        self.redis = client or redis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=timeout, socket_timeout=timeout,
-            socket_keepalive=True, health_check_interval=30, retry=Retry(NoBackoff(), 1))
-        self._scripts = {name: self.redis.register_script(script_source(name)) for name in SCRIPTS}
-
-    def call(self, name: str, args=()):
-        try:
-            return self._scripts[name](args=[str(a) for a in args])
-        except redis.RedisError as exc:
-            raise translate(exc) from None
-
-    def _do(self, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except redis.RedisError as exc:
-            raise translate(exc) from None
 
     def ping(self) -> None:
         self._do(self.redis.ping)
@@ -237,10 +166,15 @@ class Store:
         return sorted(self._do(self.redis.smembers, keys.JOB_OPS))
 
     def cancel_task(self, task_id, queued_msg, running_msg, force=False, grace=None,
-                    mode="user", token=""):
-        reply = self.call("cancel_task", [task_id, queued_msg, running_msg, int(bool(force)),
-                                          "" if grace is None else grace, mode, token])
-        return self.split_revokes(reply)
+                    mode="user", token="", read=None):
+        """(state, revokes); with ``read`` (task ids), also their records as the step left them,
+        read in its round trip: (state, revokes, records)."""
+        args = [task_id, queued_msg, running_msg, int(bool(force)),
+                "" if grace is None else grace, mode, token]
+        if read is None:
+            return self.split_revokes(self.call("cancel_task", args))
+        reply, records = self.call_then_read("cancel_task", args, read)
+        return (*self.split_revokes(reply), records)
 
     def cancel_job(self, job_id, queued_msg, running_msg, job_error, force=False, grace=None,
                    graceful=False, follow=True):

@@ -27,5 +27,6 @@ else
   cancel_unit(id, ts, o, out)
 end
 if mode == 'requeue' then redis.call('HSET', tk, 'cancel_requeue', '1') end
-wakeup()
+-- (a queued task canceled gives the dispatcher nothing: no pass of the scheduler for it)
+if GAVE.work or GAVE.slot then wakeup() end
 return reply(tk, out)

@@ -95,7 +95,12 @@ local function wakeup(worker)
   redis.call('LTRIM', K.WAKEUP, 0, 999)
 end
 
+-- What this step gave the dispatcher: work (a unit into the queue) or a slot (a unit off its
+-- worker).  A step that often gives neither (a cancel of a queued task) nudges it only if so.
+local GAVE = {}
+
 local function enqueue(id)
+  GAVE.work = true
   redis.call('ZADD', K.QUEUE, redis.call('HGET', K.task(id), F.score), id)
 end
 
@@ -319,6 +324,7 @@ end
 
 function EFFECT.leave_worker(id, from)
   if not TASK_ON_WORKER[from] then return end
+  GAVE.slot = true
   local node = redis.call('HGET', K.task(id), F.node)
   if node then redis.call('SREM', K.worker_tasks(node), id) end
   redis.call('SREM', K.job_active(split_id(id)), id)
