@@ -58,9 +58,10 @@ for _, k in ipairs(names) do
   if t == 'hash' then
     v = {}
     local all = redis.call('HGETALL', k)
+    local whole = string.sub(k, -5) == ':jobs'      -- a worker's tasks per job: all of it
     for n = 1, #all, 2 do
       local f = all[n]
-      if want[f] or string.sub(f, 2, 2) == ':' then
+      if whole or want[f] or string.sub(f, 2, 2) == ':' then
         table.insert(v, f); table.insert(v, all[n + 1])
       end
     end
@@ -78,7 +79,8 @@ return cjson.encode(out)
 #: The hash fields the checker (and the sequence's choices) read.
 FIELDS = ("state", "node", "token", "nwait", "total", "next", "cut", "pre", "ntasks",
           "fail_on_task_failure", "slots", "worker_pid", "rerunnable", "priority", "failed_sweeps",
-          "pwait", "held", "finish", "parents", "run_on_parent_failure", "parent_failed", "max_failed_instances", "cut_as")
+          "pwait", "held", "finish", "parents", "run_on_parent_failure", "parent_failed", "max_failed_instances", "cut_as",
+          "a_cores", "a_memory", "a_gpus", "a_excl", "u_cores", "u_memory")
 
 
 def _pairs(flat):
@@ -219,6 +221,7 @@ def check_invariants(snap: dict) -> list[str]:
             slots = _i(snap.get(keys.worker(w), {}).get("slots"))
             if len(members) > slots:
                 bad.append(f"worker {w} holds {len(members)} units, more than its {slots} slots")
+    bad += _check_worker_holds(snap, wset_re)
     seen_units: set[str] = set()
     # instance records by master: {master id: {instance number: record}}
     instances: dict[str, dict[int, dict]] = defaultdict(dict)
@@ -250,6 +253,30 @@ def check_invariants(snap: dict) -> list[str]:
     held = set(snap.get(keys.DISPATCHING, {}))
     if held != dispatching:
         bad.append(f"DISPATCHING holds {sorted(held)} but {sorted(dispatching)} are Dispatching")
+    return bad
+
+
+def _check_worker_holds(snap, wset_re) -> list[str]:
+    """What each worker's tasks hold, kept beside its task set (lib.lua worker_hold): u_cores
+    and u_memory the sums of their a_cores (1 if none) and a_memory, worker_jobs their count per
+    job, worker_special those with GPUs or an exclusive flag."""
+    bad = []
+    names = set(snap.get(keys.WORKERS, {})) | {m.group(1) for k in snap if (m := wset_re.match(k))}
+    for w in sorted(names):
+        members = snap.get(keys.worker_tasks(w), set())
+        recs = {u: snap.get(keys.task(u)) or {} for u in members}
+        cores = sum(float(r["a_cores"]) if r.get("a_cores") not in (None, "") else 1.0
+                    for r in recs.values())
+        memory = sum(_i(r.get("a_memory")) for r in recs.values())
+        jobs = Counter(u.split(".")[0] for u in members)
+        special = {u for u, r in recs.items() if r.get("a_gpus") or r.get("a_excl")}
+        wh = snap.get(keys.worker(w), {})
+        got = (float(wh.get("u_cores") or 0), _i(wh.get("u_memory")),
+               {k: int(v) for k, v in snap.get(keys.key("worker_jobs", w), {}).items()},
+               set(snap.get(keys.key("worker_special", w), set())))
+        if got != (cores, memory, dict(jobs), special):
+            bad.append(f"worker {w}: holds {got} but its tasks {sorted(members)} make "
+                       f"{(cores, memory, dict(jobs), special)}")
     return bad
 
 

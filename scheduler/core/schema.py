@@ -181,8 +181,11 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "SEQ": ("seq", "string", "submit sequence"),
     "ATTEMPT": ("attempt", "string", "attempt-token sequence"),
     "WORKERS": ("workers", "zset", "worker name -> last heartbeat (Redis time)"),
-    "worker": ("worker:{}", "hash", "slots, queue, info, state, beat, stale"),
+    "worker": ("worker:{}", "hash", "slots, queue, info, state, beat, stale, u_cores, u_memory"),
     "worker_tasks": ("worker:{}:tasks", "set", "task ids dispatched to the worker, not yet ended"),
+    "worker_jobs": ("worker:{}:jobs", "hash", "job id -> how many of the worker's tasks are its"),
+    "worker_special": ("worker:{}:special", "set", "the worker's tasks that hold GPUs or are "
+                       "exclusive (dispatch reads these, not every task on the worker)"),
     "DEADLINES": ("deadlines", "zset", "job id -> time its runtime expires"),
     "LEADER": ("leader", "string", "the dispatching scheduler's id (a lease with a TTL)"),
     "WAKEUP": ("wakeup", "list", "nudges for the dispatcher"),
@@ -230,6 +233,8 @@ FIELDS = {
     "seq0": "a job: its tasks' queue scores are band + seq0 + task number (reserved at submit)",
     "failed_sweeps": "a sweep master: it ended Canceled with Failed instances; a job: how many "
                      "of its sweeps did (each counts against the job as a Failed task)",
+    "u_cores": "a worker: the cores its tasks were given (a_cores summed over worker_tasks)",
+    "u_memory": "a worker: the memory its tasks were given (a_memory summed over worker_tasks)",
 }
 
 #: What the worker reads of a task's spec to start an attempt (start.lua returns only these, not

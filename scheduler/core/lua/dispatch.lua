@@ -12,27 +12,27 @@ local ws = {}
 for k = 3, #ARGV do
   local w = ARGV[k]
   local v = redis.call('HMGET', K.worker(w), 'slots', F.state, 'stale', 'cores', 'memory', 'gpus',
-                       'groups')
+                       'groups', F.u_cores, F.u_memory)
+  local ntasks = redis.call('SCARD', K.worker_tasks(w))
   -- a lost, draining or stopped worker gets nothing; slots held by stale attempts being killed
-  -- are not free; a full worker is passed over before its attempts are read
+  -- are not free; a full worker is passed over before anything more of it is read
   if v[2] ~= WS.lost and v[2] ~= WS.stopped and v[2] ~= WS.draining and v[1]
-      and num(v[1]) - num(v[3]) > redis.call('SCARD', K.worker_tasks(w)) then
+      and num(v[1]) - num(v[3]) > ntasks then
     local slots = num(v[1]) - num(v[3])
-    local W = {name = w, free = slots, cores = num(v[4] or v[1]), memory = tonumber(v[5]) or math.huge,
-               gpus = {}, groups = {}, jobs = {}, njobs = 0, ntasks = 0}
+    local W = {name = w, free = slots - ntasks, cores = num(v[4] or v[1]),
+               memory = tonumber(v[5]) or math.huge, gpus = {}, groups = {}, jobs = {},
+               njobs = redis.call('HLEN', K.worker_jobs(w)), ntasks = ntasks}
     W.cap = {cores = W.cores, memory = W.memory, gpus = 0, slots = slots}
+    -- what its tasks hold: the sums kept with its task set (worker_hold in lib.lua), and the
+    -- few tasks with GPUs or an exclusive flag read one by one
+    W.cores = W.cores - num(v[8])
+    W.memory = W.memory - num(v[9])
     local used = {}
-    for _, id in ipairs(redis.call('SMEMBERS', K.worker_tasks(w))) do
-      local a = redis.call('HMGET', K.task(id), 'a_cores', 'a_memory', 'a_gpus', 'a_excl')
-      W.cores = W.cores - (tonumber(a[1]) or 1)
-      W.memory = W.memory - num(a[2])
-      for g in string.gmatch(a[3] or '', '[^,]+') do used[g] = true end
-      local j = split_id(id)
-      if a[4] == 'task' then W.closed = true elseif a[4] == 'job' then W.owner = j end
-      if not W.jobs[j] then W.jobs[j] = true; W.njobs = W.njobs + 1 end
-      W.ntasks = W.ntasks + 1
+    for _, id in ipairs(redis.call('SMEMBERS', K.worker_special(w))) do
+      local a = redis.call('HMGET', K.task(id), 'a_gpus', 'a_excl')
+      for g in string.gmatch(a[1] or '', '[^,]+') do used[g] = true end
+      if a[2] == 'task' then W.closed = true elseif a[2] == 'job' then W.owner = split_id(id) end
     end
-    W.free = W.free - W.ntasks
     for g in string.gmatch(v[6] or '', '[^,]+') do
       W.cap.gpus = W.cap.gpus + 1
       if not used[g] then table.insert(W.gpus, g) end
@@ -66,12 +66,18 @@ end
 
 local function group_ok(W, R) return R.group == '' or W.groups[R.group] end
 
+-- Has worker W a task of job j?  (worker_jobs, read once per worker and job)
+local function has_job(W, j)
+  if W.jobs[j] == nil then W.jobs[j] = redis.call('HEXISTS', K.worker_jobs(W.name), j) == 1 end
+  return W.jobs[j]
+end
+
 local function fits(W, R)
   return W.free >= 1 and not W.closed and group_ok(W, R) and W.cores >= R.cores
       and W.memory >= R.memory and #W.gpus >= R.gpus
       and (not R.exclusive or W.ntasks == 0)
       and (W.owner == nil or W.owner == R.job)
-      and (not R.job_excl or W.njobs == 0 or (W.njobs == 1 and W.jobs[R.job]))
+      and (not R.job_excl or W.njobs == 0 or (W.njobs == 1 and has_job(W, R.job)))
 end
 
 -- would fit if the worker were idle
@@ -112,11 +118,12 @@ local function charge(W, R)
   W.cores = W.cores - R.cores
   W.memory = W.memory - R.memory
   W.ntasks = W.ntasks + 1
-  if not W.jobs[R.job] then W.jobs[R.job] = true; W.njobs = W.njobs + 1 end
+  if not has_job(W, R.job) then W.jobs[R.job] = true; W.njobs = W.njobs + 1 end
   if R.exclusive then W.closed = true end
   if R.job_excl then W.owner = R.job end
   local given = {}
-  for _ = 1, R.gpus do table.insert(given, table.remove(W.gpus, 1)) end
+  -- (a reservation may ask more GPUs than are free now: it takes what there is)
+  for _ = 1, math.min(R.gpus, #W.gpus) do table.insert(given, table.remove(W.gpus, 1)) end
   return table.concat(given, ',')
 end
 

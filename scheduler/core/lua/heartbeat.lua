@@ -56,4 +56,5 @@ for _, id in ipairs(redis.call('SMEMBERS', K.worker_tasks(w))) do
     end
   end
 end
+worker_recount(w)
 return {stale, revokes}

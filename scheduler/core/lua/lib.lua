@@ -322,11 +322,53 @@ function EFFECT.unplace(id, from)
   end
 end
 
+-- What a worker's tasks were given, kept beside its task set so that a dispatch reads a few
+-- fields of the worker instead of every task on it: cores and memory summed (u_cores,
+-- u_memory), the tasks per job (worker_jobs), and the few tasks that hold GPUs or are exclusive
+-- (worker_special).  sign: 1 as a task joins the set, -1 as it leaves it.
+-- What task id was given: cores, memory, and whether it holds GPUs or is exclusive.
+local function given(id)
+  local a = redis.call('HMGET', K.task(id), 'a_cores', 'a_memory', 'a_gpus', 'a_excl')
+  return tonumber(a[1]) or 1, num(a[2]), (a[3] or '') ~= '' or (a[4] or '') ~= ''
+end
+
+local function worker_hold(w, id, sign)
+  local cores, memory, special = given(id)
+  local wk = K.worker(w)
+  redis.call('HINCRBY', wk, F.u_cores, sign * cores)
+  if memory ~= 0 then redis.call('HINCRBY', wk, F.u_memory, sign * memory) end
+  local j = split_id(id)
+  if redis.call('HINCRBY', K.worker_jobs(w), j, sign) <= 0 then
+    redis.call('HDEL', K.worker_jobs(w), j)
+  end
+  if special then redis.call(sign > 0 and 'SADD' or 'SREM', K.worker_special(w), id) end
+end
+
+-- The same from the worker's task set alone (each heartbeat: a drift, if one ever crept in -
+-- a record purged under a stale entry - lasts a beat at most).
+local function worker_recount(w)
+  local jk, sk = K.worker_jobs(w), K.worker_special(w)
+  redis.call('DEL', jk, sk)
+  local cores, memory = 0, 0
+  for _, id in ipairs(redis.call('SMEMBERS', K.worker_tasks(w))) do
+    local c, m, special = given(id)
+    cores, memory = cores + c, memory + m
+    redis.call('HINCRBY', jk, split_id(id), 1)
+    if special then redis.call('SADD', sk, id) end
+  end
+  redis.call('HSET', K.worker(w), F.u_cores, cores, F.u_memory, memory)
+end
+
+-- Task id out of worker w's set (and out of what the set's tasks hold).
+local function worker_drop(w, id)
+  if redis.call('SREM', K.worker_tasks(w), id) == 1 then worker_hold(w, id, -1) end
+end
+
 function EFFECT.leave_worker(id, from)
   if not TASK_ON_WORKER[from] then return end
   GAVE.slot = true
   local node = redis.call('HGET', K.task(id), F.node)
-  if node then redis.call('SREM', K.worker_tasks(node), id) end
+  if node then worker_drop(node, id) end
   redis.call('SREM', K.job_active(split_id(id)), id)
   local m, i = master_of(id)
   if m then redis.call('SREM', K.sweep_active(m), i) end
@@ -341,7 +383,8 @@ function EFFECT.dispatch_over(id, from)
 end
 
 function EFFECT.join_worker(id, from, to, ctx)
-  redis.call('SADD', K.worker_tasks(ctx.node), id)
+  -- (its allocation, a_*, is written before it enters Dispatching: dispatch.lua)
+  if redis.call('SADD', K.worker_tasks(ctx.node), id) == 1 then worker_hold(ctx.node, id, 1) end
   redis.call('SADD', K.job_active(split_id(id)), id)
   local m, i = master_of(id)
   if m then redis.call('SADD', K.sweep_active(m), i) end

@@ -9,7 +9,7 @@ for _, id in ipairs(redis.call('SMEMBERS', K.worker_tasks(w))) do
   local out = end_attempt(id, v[2] or '', O.lost, '', v[1] == S.Dispatching and unstarted or msg,
                           '', 0, 0, 0, cap)
   if out[1] ~= 'ok' then
-    redis.call('SREM', K.worker_tasks(w), id)     -- not on the worker any more: a stale entry
+    worker_drop(w, id)     -- not on the worker any more: a stale entry
   end
   for k = 4, #out do table.insert(revokes, out[k]) end
 end
