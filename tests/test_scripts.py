@@ -23,7 +23,7 @@ import redis
 from scheduler.core import keys
 from scheduler.api.client import Scheduler
 from scheduler.errors import (CancelMessageTooLong, HpcqError, InvalidInput, InvalidState,
-                              NotFound)
+                              NotFound, PermissionDenied)
 from scheduler.api.model import Msg, TaskSpec
 from scheduler.settings import get_settings
 from tests.script_model import (RETRY_CAP, Sequence, band, check_invariants, dump_keyspace,
@@ -484,6 +484,20 @@ def _(rig, r):
 @refusal("cancel_task/job-not-found", NotFound, r"^task 99\.1 does not exist$")
 def _(rig, r):
     return lambda: rig.cancel_task("99.1")
+
+
+@refusal("cancel_task/not-the-owner", PermissionDenied,
+         r"^only the job's owner or an administrator can cancel task \d+\.1 \(it belongs to "
+         r"nobody; you are mallory\)$")
+def _(rig, r):
+    j = rig.job()
+    r.set(keys.ADMINS, "root, alice")
+    return lambda: rig.store.cancel_task(f"{j}.1", "", "", user="mallory")
+
+
+@refusal("cancel_task/no-such-job-for-a-user", NotFound, r"^job 99 does not exist$")
+def _(rig, r):
+    return lambda: rig.store.cancel_task("99.1", "", "", user="alice")
 
 
 @refusal("cancel_task/instance-beyond-the-sweep", NotFound, r"^task \d+\.1\.4 does not exist$")

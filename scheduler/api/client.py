@@ -222,10 +222,11 @@ class Scheduler(Control):
                     grace: float | None = None) -> "Task":
         tid = TaskId.parse(task_id)
         message = check_cancel_message(message)
-        self._may(tid.job, "cancel", f"task {tid}")
-        # the task's records are read in the step's round trip, as the step left them
+        # one round trip: the step checks the owner itself, and the task's records are read
+        # right after it, as it left them
         state, revokes, recs = self.store.cancel_task(tid, *cancel_texts(message), force=force,
-                                                      grace=grace, read=self._record_ids(tid))
+                                                      grace=grace, read=self._record_ids(tid),
+                                                      user=self.user)
         self.publish(revokes)
         task = Task(self, tid, self._joined(tid, recs), explain=True)
         if wait and state not in TASK_END:      # (a queued one ended in the step itself)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import getpass
 
 from scheduler.core import keys
+from scheduler.core.schema import Msg
 from scheduler.errors import NotFound, PermissionDenied
 
 #: The operations checked, as the refusal names them.
@@ -31,7 +32,8 @@ def publish_admins(store, names: str) -> None:
 
 def check(store, job_id: int, action: str, what: str, user: str) -> None:
     """Refuse (PermissionDenied) unless ``user`` owns job ``job_id`` or is an administrator.
-    ``what`` is how the refusal names the object ("job 7", "task 7.2").  One round trip."""
+    ``what`` is how the refusal names the object ("job 7", "task 7.2").  One round trip.  (A
+    task cancel checks the same in its own step: lib.lua ``check_permitted``.)"""
     pipe = store.redis.pipeline(transaction=False)
     pipe.hmget(keys.job(job_id), "owner", "state")
     pipe.get(keys.ADMINS)
@@ -40,5 +42,4 @@ def check(store, job_id: int, action: str, what: str, user: str) -> None:
         raise NotFound(f"job {job_id} does not exist")
     if user == owner or user in {n.strip() for n in (raw or "").split(",")}:
         return
-    raise PermissionDenied(f"only the job's owner or an administrator can {action} {what} "
-                           f"(it belongs to {owner or 'nobody'}; you are {user})")
+    raise PermissionDenied(Msg.not_permitted.format(action, what, owner or "nobody", user))

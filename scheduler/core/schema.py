@@ -319,6 +319,8 @@ class Msg:
     job_runtime_expired = "Canceled by the scheduler because the job's run time expired."
     task_not_found = "task {} does not exist"
     job_not_found = "job {} does not exist"
+    not_permitted = ("only the job's owner or an administrator can {} {} (it belongs to {}; "
+                     "you are {})")
     task_cannot_cancel = "Tasks in the {} state cannot be canceled."
     job_cannot_cancel = "Jobs in the {} state cannot be canceled."
     message_too_long = "Cancel message should not contain more than 128 characters."

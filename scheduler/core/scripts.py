@@ -15,10 +15,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from scheduler.core import keys, schema
-from scheduler.errors import HpcqError, InvalidInput, InvalidState, NotFound, RedisUnavailable
+from scheduler.errors import (HpcqError, InvalidInput, InvalidState, NotFound, PermissionDenied,
+                              RedisUnavailable)
 
 _CODES = {"NOTFOUND": NotFound, "STATE": InvalidState, "NOTRERUN": InvalidState,
-          "INPUT": InvalidInput, "RETRY": InvalidState, "ILLEGAL": InvalidState}
+          "INPUT": InvalidInput, "RETRY": InvalidState, "ILLEGAL": InvalidState,
+          "PERM": PermissionDenied}
 SCRIPTS = ("create_job", "add_task", "submit", "dispatch", "start", "finish", "cancel_task",
            "cancel_job", "requeue_task", "requeue_job", "lease", "heartbeat", "lose_worker",
            "purge_job", "leave", "new_job", "release", "modify_job", "finish_task", "finish_job", "job_step")

@@ -166,11 +166,12 @@ class Store(Scripts):
         return sorted(self._do(self.redis.smembers, keys.JOB_OPS))
 
     def cancel_task(self, task_id, queued_msg, running_msg, force=False, grace=None,
-                    mode="user", token="", read=None):
+                    mode="user", token="", read=None, user=""):
         """(state, revokes); with ``read`` (task ids), also their records as the step left them,
-        read in its round trip: (state, revokes, records)."""
+        read in its round trip: (state, revokes, records).  ``user``: refused (PermissionDenied)
+        unless the job's owner or an administrator."""
         args = [task_id, queued_msg, running_msg, int(bool(force)),
-                "" if grace is None else grace, mode, token]
+                "" if grace is None else grace, mode, token, user]
         if read is None:
             return self.split_revokes(self.call("cancel_task", args))
         reply, records = self.call_then_read("cancel_task", args, read)

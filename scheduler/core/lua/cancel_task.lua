@@ -1,8 +1,10 @@
 -- ARGV: task id, queued message, running message, force ('0'/'1'), grace seconds or '',
--- mode ('user' | 'revoke' | 'requeue'), attempt token (revoke mode: only that attempt).
+-- mode ('user' | 'revoke' | 'requeue'), attempt token (revoke mode: only that attempt), the
+-- user asking ('' for hpcq's own: not checked; else its job's owner or an administrator).
 -- HPC Pack's CancelTask: Canceled at once unless Running; Running goes Canceling and the worker
 -- stops the process tree, then records Failed.  Returns {state after, celery id, mode, ...}.
-local id, qmsg, rmsg, force, grace, mode, token = unpack(ARGV)
+local id, qmsg, rmsg, force, grace, mode, token, user = unpack(ARGV)
+check_permitted(split_id(id), user or '', 'cancel', 'task ' .. id)
 local tk = K.task(id)
 local st = unit_state(id)
 if not st then fail('NOTFOUND', string.format(MSG.task_not_found, id)) end

@@ -33,6 +33,21 @@ local function job_state(j)
   return st
 end
 
+-- The owner rule of scheduler/api/permissions.py, for a step that checks it itself (a task
+-- cancel: one round trip): the job's owner or an administrator (ADMINS, as the scheduler
+-- publishes it) may; user '' is hpcq's own (a worker, the scheduler), not checked.
+local function check_permitted(j, user, action, what)
+  if user == '' then return end
+  local v = redis.call('HMGET', K.job(j), 'owner', F.state)
+  if not v[2] then fail('NOTFOUND', string.format(MSG.job_not_found, j)) end
+  if v[1] == user then return end
+  for name in string.gmatch(redis.call('GET', K.ADMINS) or '', '[^,]+') do
+    if string.match(name, '^%s*(.-)%s*$') == user then return end
+  end
+  fail('PERM', string.format(MSG.not_permitted, action, what,
+                             (v[1] and v[1] ~= '') and v[1] or 'nobody', user))
+end
+
 -- A job being stopped - Canceling, ended (a fail op may still be going over its tasks) or
 -- being finished by the user (its finish flag): nothing of it starts any more (dispatch.lua,
 -- start.lua) and nothing of it goes back to the queue by itself (end_attempt).
