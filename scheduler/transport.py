@@ -93,12 +93,14 @@ def parse_celery_id(celery_id: str) -> tuple[str, str] | None:
 
 
 def publish_revokes(app: Celery, revokes: list[tuple[str, str]]) -> None:
-    """One broadcast per kind: 'terminate' for running attempts, 'discard' for sent ones.
-    ``RECORDED`` tells the workers that hpcq has recorded these cancels already (a revoke from
-    Celery's own tools has no such mark, and the worker records it first)."""
-    terminate = [cid for cid, mode in revokes if mode == "terminate"]
+    """One broadcast per kind: 'terminate' for running attempts (SIGTERM; 'kill' for a forced
+    cancel: SIGKILL, which the worker turns into a forced stop of the tree), 'discard' for sent
+    ones.  ``RECORDED`` tells the workers that hpcq has recorded these cancels already (a revoke
+    from Celery's own tools has no such mark, and the worker records it first)."""
+    for mode, sig in (("terminate", "SIGTERM"), ("kill", "SIGKILL")):
+        ids = [cid for cid, m in revokes if m == mode]
+        if ids:
+            app.control.revoke(ids, terminate=True, signal=sig, **{RECORDED: True})
     discard = [cid for cid, mode in revokes if mode == "discard"]
-    if terminate:
-        app.control.revoke(terminate, terminate=True, signal="SIGTERM", **{RECORDED: True})
     if discard:
         app.control.revoke(discard, **{RECORDED: True})

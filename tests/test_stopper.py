@@ -214,6 +214,27 @@ def test_escalate_during_the_grace_kills_at_once(tmp_path):
     assert out["after_escalate"] < 2
 
 
+@pytest.mark.parametrize("grace", [0.5, 2.5])
+def test_a_grace_learned_after_the_sigterm_counts_from_it(tmp_path, grace):
+    """A cancel's SIGTERM goes out before its grace is read (the attempt's worker said so):
+    ``regrace`` then sets the wait, shorter or longer than the one it began with, counted from
+    the SIGTERM."""
+    def scenario(marker):
+        proc = spawn(marker, f"trap '' TERM; echo up > {tmp_path}/up; sleep 30")
+        wait_file(f"{tmp_path}/up")
+        s = Stopper(proc.pid)
+        t0 = time.monotonic()
+        s.begin(grace=1.5)
+        time.sleep(0.2)
+        s.regrace(grace)
+        got = supervise(proc, s)
+        return {**got, "since_term": time.monotonic() - t0}
+
+    out = in_subreaper(scenario)
+    assert out["code"] == -signal.SIGKILL
+    assert grace <= out["since_term"] < grace + 1.0
+
+
 def test_a_process_that_exits_at_once(tmp_path):
     """Nothing to signal: the ladder ends at its first look, with no SIGKILL rung and no wait."""
     def scenario(marker):

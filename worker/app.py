@@ -66,9 +66,14 @@ def revoke(state, task_id, terminate=False, signal=None, **kwargs):
     """Revoke task by task id (or list of ids): an hpcq cancel of that attempt."""
     ids = set(maybe_list(task_id) or [])
     force = str(signal or "").upper() in ("SIGKILL", "KILL", "9")
-    if not kwargs.pop(RECORDED, False):   # hpcq's own revokes are recorded before they are sent
+    if not kwargs.pop(RECORDED, False):
         for cid in ids:
             record_revoke(cid, force=force)
+    elif terminate and presence.registry:
+        # hpcq's own revokes are recorded before they are sent: the pool process may stop the
+        # command at once and read the cancel's grace from Redis after (Registry.mark_stop)
+        for cid in ids:
+            presence.registry.mark_stop(cid, force)
     # Always terminate with SIGTERM: a running attempt's supervisor then stops its whole tree.
     return control._revoke(state, ids, terminate=True, signal="SIGTERM", **kwargs)
 

@@ -61,8 +61,27 @@ class Registry:
         entry.update(fields)
         self.write(entry["celery_id"], entry)
 
+    # --- a cancel hpcq recorded, told by the main process to the pool process ----------------
+    def mark_stop(self, cid: str, force: bool) -> bool:
+        """Before the main process signals the attempt's pool process for a revoke hpcq sent (so
+        recorded in Redis already): the pool process then stops the command without reading
+        Redis first.  False if this worker holds no such attempt."""
+        if not os.path.exists(self.path(cid)):
+            return False
+        with open(self.path(cid, ".stop"), "w") as f:
+            f.write("kill" if force else "term")
+        return True
+
+    def stop_mark(self, cid: str) -> str:
+        """'kill', 'term', or '' (no mark)."""
+        try:
+            with open(self.path(cid, ".stop")) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
     def remove(self, cid: str) -> None:
-        for suffix in (".json", ".sh"):
+        for suffix in (".json", ".sh", ".stop"):
             try:
                 os.unlink(self.path(cid, suffix))
             except FileNotFoundError:

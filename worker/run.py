@@ -95,6 +95,8 @@ class Attempt:
         self.acct: accounting.Accounting | None = None
         #: The command's pid and spool file while not yet in its record.
         self.unrecorded: dict = {}
+        #: Stopped on the main process's word (a cancel hpcq recorded): its grace still to read.
+        self.marked = False
 
     # SIGTERM from Celery (revoke with terminate), from a pool shutdown or from our worker.
     def on_term(self, signum, frame):
@@ -196,9 +198,14 @@ class Attempt:
                     self.term = False
                     if stop and not why:
                         why = stop
-                        tree.begin(grace, force)
+                        tree.begin(cfg.task_cancel_grace_period if grace is None else grace, force)
+                        if grace is None:
+                            next_poll = now   # the cancel's own grace: from Redis, right away
                     elif stop and force:
                         tree.escalate()       # a forced cancel during the grace, a cold shutdown
+                    elif stop == why == "cancel" and self.marked:
+                        self.marked = False
+                        tree.regrace(grace)
                 if not why and runtime_end is not None and now >= runtime_end:
                     self.expire_runtime()
                     why = "cancel"
@@ -242,7 +249,14 @@ class Attempt:
             self.runtime_expired = True      # recorded with the result once Redis is back
 
     def check(self, signaled: bool):
-        """Is this attempt to stop, why, forced, and with what grace?"""
+        """Is this attempt to stop, why, forced, and with what grace (None: not known yet)?"""
+        if signaled and not self.marked:
+            mark = self.registry.stop_mark(self.entry["celery_id"])
+            if mark:
+                # a cancel hpcq recorded, said the main process before it signaled: stop now,
+                # learn its grace from Redis at the next check
+                self.marked = True
+                return "cancel", mark == "kill", None
         how = self.registry.shutdown()
         try:
             if self.fenced():

@@ -200,6 +200,17 @@ class Stopper:
         elif not self.finished and self.rung < len(self.rungs) - 1:
             self._enter(len(self.rungs) - 1, time.monotonic())
 
+    def regrace(self, grace: float) -> None:
+        """The first rung's wait becomes ``grace`` (counted from when it began): for a stop
+        begun before its grace was known (a cancel's SIGTERM goes out before Redis is read)."""
+        if self.rung != 0 or self.finished or self.rungs[0] is KILL:
+            return
+        began = self.until - self.rungs[0].wait
+        self.rungs[0] = self.rungs[0]._replace(wait=grace)
+        self.until = began + grace
+        self.wake_at = self.until if self._root_alive() else min(self.wake_at or self.until,
+                                                                 self.until)
+
     @property
     def begun(self) -> bool:
         return self.rung >= 0

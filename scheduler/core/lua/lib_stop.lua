@@ -20,12 +20,12 @@ local function cancel_unit(id, ts, o, out)
                'cancel_grace', o.grace or '', 'cancel_time', ts)
     enter('task', id, S.Canceling, {ts = ts, from = st})
     table.insert(out, redis.call('HGET', tk, F.celery_id) or '')
-    table.insert(out, 'terminate')
+    table.insert(out, o.force and 'kill' or 'terminate')
   elseif st == S.Canceling then
     if o.force then
       redis.call('HSET', tk, 'cancel_force', '1')
       table.insert(out, redis.call('HGET', tk, F.celery_id) or '')
-      table.insert(out, 'terminate')
+      table.insert(out, 'kill')
     end
   elseif st == S.Dispatching or TASK_PENDING[st] then
     if st == S.Dispatching then
