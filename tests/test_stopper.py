@@ -20,7 +20,7 @@ import uuid
 import psutil
 import pytest
 
-from worker import supervisor
+from worker import markers, supervisor
 from worker.supervisor import Rung, Stopper
 
 MARK = "HPCQ_TEST_STOPPER"
@@ -376,8 +376,8 @@ def test_kill_marked_finds_processes_wherever_they_went(tmp_path):
         spawn(marker, f"(setsid sh -c 'echo $$ > {d}/a; exec sleep 30' &); "
                       f"echo $$ > {d}/b; exec sleep 30")
         pids = [int(wait_file(f"{d}/{n}")) for n in ("a", "b")]
-        n = supervisor.kill_marked(MARK, [marker])
-        none = supervisor.kill_marked(MARK, ["no-such-marker"])
+        n = markers.kill_marked(MARK, [marker])
+        none = markers.kill_marked(MARK, ["no-such-marker"])
         return {"n": n, "none": none, "left": [alive(p) for p in pids]}
 
     out = in_subreaper(scenario)

@@ -14,7 +14,7 @@ from scheduler.core import resources, sweep
 
 from .output import open_spool
 from .registry import identity
-from .supervisor import ATTEMPT_VAR, WORKER_VAR
+from .markers import ATTEMPT_VAR, WORKER_VAR
 
 #: hpcq's own variables that may carry the Redis URL or password: never in a task's environment.
 SECRET_VARS = frozenset({"HPCQ_REDIS_URL", "HPCQ_REDIS_PASSWORD_FILE", "HPCQ_REDIS_PASSWORD",

@@ -19,7 +19,7 @@ from scheduler.api.model import Msg
 from scheduler.settings import Settings
 from scheduler.transport import publish_revokes
 
-from . import supervisor
+from . import markers
 from .registry import Registry, identity
 
 log = logging.getLogger("hpcq.worker")
@@ -57,7 +57,8 @@ class Presence:
         self.name, self.slots = name, slots
         self.registry = Registry(self.settings.run_dir, name)
         self.registry.clear_shutdown()
-        killed = supervisor.kill_marked(supervisor.WORKER_VAR, [identity(name, self.settings.redis_url)])
+        self.registry.clear_stale_marks()
+        killed = markers.kill_marked(markers.WORKER_VAR, [identity(name, self.settings.redis_url)])
         if killed:
             log.warning("killed %d process(es) left by a previous run of %s", killed, name)
         st = self.store()
@@ -105,7 +106,7 @@ class Presence:
         if stale:
             from scheduler.transport import celery_id
             ids = [celery_id(t, k) for t, k in stale]
-            n = supervisor.kill_marked(supervisor.ATTEMPT_VAR, ids, self.descendants)
+            n = markers.kill_marked(markers.ATTEMPT_VAR, ids, self.descendants)
             log.warning("attempts no longer ours: %s; %d process(es) killed", ", ".join(ids), n)
         if revokes:
             publish_revokes(self.app, revokes)
@@ -160,7 +161,7 @@ class Presence:
             if not os.path.exists(self.registry.path(cid)):
                 return            # handled meanwhile (the guard and Celery's report race)
             if kill:
-                supervisor.kill_marked(supervisor.ATTEMPT_VAR, [cid], self.descendants)
+                markers.kill_marked(markers.ATTEMPT_VAR, [cid], self.descendants)
             args = entry.get("result") or [entry["task_id"], entry["token"], "lost", None, error,
                                            "", 0.0, 0.0, 0]
             try:

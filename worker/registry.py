@@ -80,6 +80,19 @@ class Registry:
         except FileNotFoundError:
             return ""
 
+    def clear_stale_marks(self) -> None:
+        """Stop marks left without their attempt (one written as the attempt ended)."""
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.endswith(".stop") and name[:-5] + ".json" not in names:
+                try:
+                    os.unlink(os.path.join(self.dir, name))
+                except FileNotFoundError:
+                    pass
+
     def remove(self, cid: str) -> None:
         for suffix in (".json", ".sh", ".stop"):
             try:

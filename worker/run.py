@@ -28,6 +28,7 @@ from . import accounting, supervisor
 from .app import app, pool_settings, registry, store
 from .command import StartError, spawn
 from .output import excerpt
+from .waiter import Waiter
 
 log = logging.getLogger("hpcq.worker")
 
@@ -87,7 +88,7 @@ class Attempt:
         self.registry = registry(self.worker)
         self.term = False
         self.parent = os.getppid()
-        self.waiter: supervisor.Waiter | None = None
+        self.waiter: Waiter | None = None
         #: When Redis last answered this attempt (the fence counts from here).
         self.last_ok = time.monotonic()
         self.runtime_expired = False
@@ -160,7 +161,7 @@ class Attempt:
         wait status, once its main process is reaped and nothing of its tree is left:
         what the main process left behind is stopped too (SIGTERM, ``LEFTOVERS_GRACE``, SIGKILL)."""
         cfg = self.settings
-        self.waiter = w = supervisor.Waiter(pid)
+        self.waiter = w = Waiter(pid)
         tree = supervisor.Stopper(pid)         # never reaps pid: its status is collected here
         now = time.monotonic()
         runtime_end = now + runtime if runtime else None

@@ -17,7 +17,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import select
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -404,75 +403,3 @@ def kill_now(root: int | None = None, tree: Callable[[], Iterable[psutil.Process
     s.begin(force=True)
     s.run()
     return s
-
-
-class Waiter:
-    """Wakes on the command's exit (a pidfd) or on a nudge from a signal handler (a pipe)."""
-
-    def __init__(self, pid: int):
-        self.pid = pid
-        self.pidfd = os.pidfd_open(pid)
-        self.r, self.w = os.pipe()
-        os.set_blocking(self.r, False)
-        os.set_blocking(self.w, False)
-
-    def nudge(self) -> None:
-        try:
-            os.write(self.w, b"x")
-        except OSError:
-            pass
-
-    def wait(self, timeout: float, exited: bool = False) -> tuple[bool, bool]:
-        """(command exited, nudged) after at most ``timeout`` seconds."""
-        fds = [self.r] if exited else [self.pidfd, self.r]
-        try:
-            ready, _, _ = select.select(fds, [], [], max(0.0, timeout))
-        except InterruptedError:
-            ready = []
-        nudged = self.r in ready
-        if nudged:
-            try:
-                while os.read(self.r, 64):
-                    pass
-            except BlockingIOError:
-                pass
-        return self.pidfd in ready, nudged
-
-    def close(self) -> None:
-        for fd in (self.pidfd, self.r, self.w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
-#: Environment markers every command of an attempt carries (and all its descendants inherit):
-#: what finds an attempt's processes wherever they went (reparented, another session).
-ATTEMPT_VAR = "HPCQ_ATTEMPT"
-WORKER_VAR = "HPCQ_WORKER"
-
-
-def marked(var: str, values, procs=None) -> list[psutil.Process]:
-    """Live processes whose environment has ``var`` set to one of ``values``; among ``procs``
-    (e.g. this process's descendants) or, if None, every process of the host."""
-    values = set(values)
-    me = os.getpid()
-    found = []
-    for p in procs if procs is not None else psutil.process_iter():
-        if p.pid == me:
-            continue
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE and p.environ().get(var) in values:
-                found.append(p)
-        except (psutil.Error, OSError):
-            pass
-    return found
-
-
-def kill_marked(var: str, values, procs=None, deadline: float = 5.0) -> int:
-    """SIGKILL every process marked so, until none is left; returns how many were found.  Only
-    those processes' zombies are reaped (in the worker's main process, never a pool process)."""
-    if not values:
-        return 0
-    return len(kill_now(tree=lambda: marked(var, values, procs() if callable(procs) else procs),
-                        kill_for=deadline).found)
