@@ -17,6 +17,7 @@ from scheduler.transport import make_celery
 URL = os.environ.get("BARE_CELERY_REDIS_URL", "redis://127.0.0.1:6379/0")
 COUNTER = "bench:bare:done"
 QUEUE = "bare"
+RUN = "bare.run"
 
 # The very configuration hpcq's own workers use, so the comparison is like for like.
 app = make_celery(URL)
@@ -28,7 +29,7 @@ def _redis() -> redis.Redis:
     return redis.Redis.from_url(URL)
 
 
-@app.task(name="bare.run", ignore_result=True)
+@app.task(name=RUN, ignore_result=True)
 def run(command: str = "true") -> int:
     code = subprocess.run(["/bin/sh", "-c", command]).returncode
     _redis().incr(COUNTER)

@@ -126,17 +126,25 @@ def run_bare(b: Bench, n: int, workers: int, concurrency: int) -> float:
         wait_until(lambda: "ready" in b.log(name), 90, f"bare worker {name}", 0.1)
     r = b.r
     r.delete(bare_celery.COUNTER)
+    # a client app for this Redis (bare_celery.app is bound to the URL of the first import: a
+    # second run in one process, as --full's 10,000-task rows, would publish to a stopped Redis)
+    from scheduler.transport import make_celery
+    client = make_celery(b.url)
+
+    def send(producer=None):
+        client.send_task(bare_celery.RUN, ("true",), queue=bare_celery.QUEUE, producer=producer)
+
     # warm-up: every pool process has run one task and opened its Redis connection
     for _ in range(workers * concurrency):
-        bare_celery.run.apply_async(("true",), queue=bare_celery.QUEUE)
+        send()
     wait_until(lambda: int(r.get(bare_celery.COUNTER) or 0) >= workers * concurrency, 60, "bare warm-up")
     r.delete(bare_celery.COUNTER)
     c0 = cpu_snapshot(b, names)
     r.config_resetstat()
     t0 = time.perf_counter()
-    with bare_celery.app.producer_or_acquire() as producer:
+    with client.producer_or_acquire() as producer:
         for _ in range(n):
-            bare_celery.run.apply_async(("true",), queue=bare_celery.QUEUE, producer=producer)
+            send(producer)
     wait_until(lambda: int(r.get(bare_celery.COUNTER) or 0) >= n, 1800, "bare Celery tasks", 0.01)
     elapsed = time.perf_counter() - t0
     c1 = cpu_snapshot(b, names)
@@ -145,6 +153,7 @@ def run_bare(b: Bench, n: int, workers: int, concurrency: int) -> float:
     print(redis_report(r, n))
     for name in names:
         b.stop(name)
+    client.close()
     return elapsed
 
 
