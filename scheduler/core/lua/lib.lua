@@ -337,16 +337,16 @@ function EFFECT.unplace(id, from)
   end
 end
 
--- What a worker's tasks were given, kept beside its task set so that a dispatch reads a few
--- fields of the worker instead of every task on it: cores and memory summed (u_cores,
--- u_memory), the tasks per job (worker_jobs), and the few tasks that hold GPUs or are exclusive
--- (worker_special).  sign: 1 as a task joins the set, -1 as it leaves it.
 -- What task id was given: cores, memory, and whether it holds GPUs or is exclusive.
 local function given(id)
   local a = redis.call('HMGET', K.task(id), 'a_cores', 'a_memory', 'a_gpus', 'a_excl')
   return tonumber(a[1]) or 1, num(a[2]), (a[3] or '') ~= '' or (a[4] or '') ~= ''
 end
 
+-- What a worker's tasks were given, kept beside its task set so that a dispatch reads a few
+-- fields of the worker instead of every task on it: cores and memory summed (u_cores,
+-- u_memory), the tasks per job (worker_jobs), and the few tasks that hold GPUs or are exclusive
+-- (worker_special).  sign: 1 as a task joins the set, -1 as it leaves it.
 local function worker_hold(w, id, sign)
   local cores, memory, special = given(id)
   local wk = K.worker(w)
