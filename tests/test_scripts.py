@@ -495,6 +495,46 @@ def _(rig, r):
     return lambda: rig.store.cancel_task(f"{j}.1", "", "", user="mallory")
 
 
+@refusal("cancel_job/not-the-owner", PermissionDenied,
+         r"^only the job's owner or an administrator can cancel job \d+ \(it belongs to nobody; "
+         r"you are mallory\)$")
+def _(rig, r):
+    j = rig.job()
+    return lambda: rig.store.cancel_job(j, "", "", "", user="mallory")
+
+
+@refusal("requeue_task/not-the-owner", PermissionDenied, r"^only the job's owner .* can requeue task ")
+def _(rig, r):
+    j = rig.job()
+    rig.cancel_task(f"{j}.1")
+    return lambda: rig.store.requeue_task(f"{j}.1", "", user="mallory")
+
+
+@refusal("requeue_job/not-the-owner", PermissionDenied, r"^only the job's owner .* can requeue job ")
+def _(rig, r):
+    j = rig.job()
+    rig.cancel_job(j)
+    return lambda: rig.store.requeue_job(j, "", user="mallory")
+
+
+@refusal("modify_job/not-the-owner", PermissionDenied, r"^only the job's owner .* can modify job ")
+def _(rig, r):
+    j = rig.job()
+    return lambda: rig.store.modify_job(j, "", "Highest", band("Highest"), user="mallory")
+
+
+@refusal("finish_task/not-the-owner", PermissionDenied, r"^only the job's owner .* can finish task ")
+def _(rig, r):
+    j = rig.job()
+    return lambda: rig.store.finish_task(f"{j}.1", "done", user="mallory")
+
+
+@refusal("finish_job/not-the-owner", PermissionDenied, r"^only the job's owner .* can finish job ")
+def _(rig, r):
+    j = rig.job()
+    return lambda: rig.store.finish_job(j, "done", user="mallory")
+
+
 @refusal("cancel_task/no-such-job-for-a-user", NotFound, r"^job 99 does not exist$")
 def _(rig, r):
     return lambda: rig.store.cancel_task("99.1", "", "", user="alice")

@@ -167,9 +167,8 @@ class Scheduler(Control):
             raise InvalidInput("a cancel cannot be both forced and graceful")
         job = self.get_job(job_id)
         message = check_cancel_message(message)
-        self._may(job.id, "cancel", f"job {job.id}")
         _, revokes = self.store.cancel_job(job.id, *cancel_texts(message), message, force=force,
-                                           grace=grace, graceful=graceful)
+                                           grace=grace, graceful=graceful, user=self.user)
         self.publish(revokes)
         if wait:
             job.wait(timeout=self._cancel_timeout(timeout, grace) if not graceful else timeout)
@@ -186,8 +185,7 @@ class Scheduler(Control):
 
     def requeue_job(self, job_id, wait: bool = True, timeout: float | None = None) -> "Job":
         job = self.get_job(job_id)
-        self._may(job.id, "requeue", f"job {job.id}")
-        _, revokes = self.store.requeue_job(job.id, cancel_texts(REQUEUE_MESSAGE)[1])
+        _, revokes = self.store.requeue_job(job.id, cancel_texts(REQUEUE_MESSAGE)[1], user=self.user)
         self.publish(revokes)
         if wait:
             self._wait_requeued(revokes, timeout)
@@ -222,8 +220,8 @@ class Scheduler(Control):
                     grace: float | None = None) -> "Task":
         tid = TaskId.parse(task_id)
         message = check_cancel_message(message)
-        # one round trip: the step checks the owner itself, and the task's records are read
-        # right after it, as it left them
+        # one round trip: the step checks the owner, and the task's records are read right
+        # after it, as it left them
         state, revokes, recs = self.store.cancel_task(tid, *cancel_texts(message), force=force,
                                                       grace=grace, read=self._record_ids(tid),
                                                       user=self.user)
@@ -240,8 +238,8 @@ class Scheduler(Control):
 
     def requeue_task(self, task_id, wait: bool = True, timeout: float | None = None) -> "Task":
         tid = TaskId.parse(task_id)
-        self._may(tid.job, "requeue", f"task {tid}")
-        state, revokes = self.store.requeue_task(tid, cancel_texts(REQUEUE_MESSAGE)[1])
+        state, revokes = self.store.requeue_task(tid, cancel_texts(REQUEUE_MESSAGE)[1],
+                                                 user=self.user)
         self.publish(revokes)
         if wait and state == TaskState.Canceling:  # queued again once its processes are gone
             self._wait(lambda: self.get_task(tid).state != TaskState.Canceling,

@@ -1,12 +1,11 @@
 """The operations HPC Pack adds on top of cancel and requeue, as methods of ``Scheduler``: modify
 a waiting job (hold, priority) and Finish a job or task (stopped like a cancel, ended Finished).
-Each is owner-checked (permissions.py) and one atomic script."""
+Each is one atomic script, which checks the owner first (permissions.py)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from scheduler.api import permissions
 from scheduler.api.model import Msg, Priority, check_cancel_message
 from scheduler.core.ids import TaskId, parse_job_id
 from scheduler.errors import InvalidInput
@@ -36,9 +35,6 @@ def band(priority: Priority) -> int:
 class Control:
     """Mixed into ``Scheduler`` (client.py): ``self.store``, ``self.publish``, ``self.user``."""
 
-    def _may(self, job_id: int, action: str, what: str) -> None:
-        permissions.check(self.store, job_id, action, what, self.user)
-
     def modify_job(self, job_id, hold_until=None, priority=None, clear_hold: bool = False):
         """HPC Pack's job modify while the job waits (Configuring or Queued): a new hold
         (``hold_until``, a time; ``clear_hold`` drops it) and/or priority."""
@@ -47,9 +43,8 @@ class Control:
         if when is None and priority is None and not clear_hold:
             raise InvalidInput("nothing to modify: give a hold time or a priority")
         p = Priority.parse(priority) if priority is not None else None
-        self._may(j, "modify", f"job {j}")
         self.store.modify_job(j, "0" if clear_hold else ("" if when is None else f"{when:.6f}"),
-                              p.name if p else "", band(p) if p else 0)
+                              p.name if p else "", band(p) if p else 0, user=self.user)
         return self.get_job(j)
 
     def finish_job(self, job_id, message: str | None = None, wait: bool = True,
@@ -58,8 +53,7 @@ class Control:
         ended end Finished with ``message``."""
         j = parse_job_id(job_id)
         message = check_cancel_message(message) or Msg.finished_by_user
-        self._may(j, "finish", f"job {j}")
-        _, revokes = self.store.finish_job(j, message, grace)
+        _, revokes = self.store.finish_job(j, message, grace, user=self.user)
         self.publish(revokes)
         job = self.get_job(j)
         if wait:
@@ -71,8 +65,7 @@ class Control:
         """HPC Pack's task Finish: stopped like a cancel if it runs, then Finished."""
         tid = TaskId.parse(task_id)
         message = check_cancel_message(message) or Msg.finished_by_user
-        self._may(tid.job, "finish", f"task {tid}")
-        _, revokes = self.store.finish_task(tid, message, grace)
+        _, revokes = self.store.finish_task(tid, message, grace, user=self.user)
         self.publish(revokes)
         task = self.get_task(tid)
         if wait:

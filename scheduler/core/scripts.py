@@ -53,10 +53,6 @@ def translate(exc: redis.RedisError) -> HpcqError:
     return HpcqError(f"Redis error: {text}")
 
 
-def _s(v):
-    return v.decode() if isinstance(v, bytes) else v
-
-
 class Scripts:
     """A Redis client and the scripts loaded on it (``Store`` adds what each step means)."""
 

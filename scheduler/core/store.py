@@ -74,16 +74,19 @@ class Store(Scripts):
         except HpcqError:
             pass
 
-    def modify_job(self, job_id: int, hold_until: str = "", priority: str = "", band: int = 0) -> str:
-        return self.call("modify_job", [job_id, hold_until, priority, band])
+    # (``user`` of a user operation: refused, PermissionDenied, unless the job's owner or an
+    # administrator; '' for hpcq's own calls)
+    def modify_job(self, job_id: int, hold_until: str = "", priority: str = "", band: int = 0,
+                   user: str = "") -> str:
+        return self.call("modify_job", [job_id, hold_until, priority, band, user])
 
-    def finish_task(self, task_id, message: str, grace=None):
+    def finish_task(self, task_id, message: str, grace=None, user: str = ""):
         return self.split_revokes(self.call("finish_task", [task_id, message,
-                                                            "" if grace is None else grace]))
+                                                            "" if grace is None else grace, user]))
 
-    def finish_job(self, job_id, message: str, grace=None):
+    def finish_job(self, job_id, message: str, grace=None, user: str = ""):
         return self.split_revokes(self.call("finish_job", [job_id, message,
-                                                           "" if grace is None else grace]))
+                                                           "" if grace is None else grace, user]))
 
     def release(self) -> int:
         """Held jobs and retry delays that are due go to the queue; how many."""
@@ -168,8 +171,7 @@ class Store(Scripts):
     def cancel_task(self, task_id, queued_msg, running_msg, force=False, grace=None,
                     mode="user", token="", read=None, user=""):
         """(state, revokes); with ``read`` (task ids), also their records as the step left them,
-        read in its round trip: (state, revokes, records).  ``user``: refused (PermissionDenied)
-        unless the job's owner or an administrator."""
+        read in its round trip: (state, revokes, records)."""
         args = [task_id, queued_msg, running_msg, int(bool(force)),
                 "" if grace is None else grace, mode, token, user]
         if read is None:
@@ -178,19 +180,19 @@ class Store(Scripts):
         return (*self.split_revokes(reply), records)
 
     def cancel_job(self, job_id, queued_msg, running_msg, job_error, force=False, grace=None,
-                   graceful=False, follow=True):
+                   graceful=False, follow=True, user=""):
         """The job is marked and what runs stopped in one step; its other tasks by its cancel
         op: with ``follow`` to the end before this returns, else by the leading scheduler."""
         reply = self.call("cancel_job", [job_id, queued_msg, running_msg, job_error,
                                          int(bool(force)), "" if grace is None else grace,
-                                         int(bool(graceful))])
+                                         int(bool(graceful)), user])
         return self.split_revokes(reply, follow)
 
-    def requeue_task(self, task_id, running_msg):
-        return self.split_revokes(self.call("requeue_task", [task_id, running_msg]))
+    def requeue_task(self, task_id, running_msg, user=""):
+        return self.split_revokes(self.call("requeue_task", [task_id, running_msg, user]))
 
-    def requeue_job(self, job_id, running_msg):
-        return self.split_revokes(self.call("requeue_job", [job_id, running_msg]))
+    def requeue_job(self, job_id, running_msg, user=""):
+        return self.split_revokes(self.call("requeue_job", [job_id, running_msg, user]))
 
     # --- dispatch and workers -------------------------------------------------------------
     def dispatch_to(self, workers, want: int, scan: int = 1000) -> list[tuple[str, str, str, str]]:

@@ -33,9 +33,9 @@ local function job_state(j)
   return st
 end
 
--- The owner rule of scheduler/api/permissions.py, for a step that checks it itself (a task
--- cancel: one round trip): the job's owner or an administrator (ADMINS, as the scheduler
--- publishes it) may; user '' is hpcq's own (a worker, the scheduler), not checked.
+-- Who may change job j (scheduler/api/permissions.py): its owner or an administrator (ADMINS,
+-- as the scheduler publishes it); user '' is hpcq's own (a worker, the scheduler), not checked.
+-- Every user operation (cancel, requeue, modify, finish) checks it first, in its own step.
 local function check_permitted(j, user, action, what)
   if user == '' then return end
   local v = redis.call('HMGET', K.job(j), 'owner', F.state)
