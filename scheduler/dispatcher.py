@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 
-from kombu.exceptions import OperationalError
+from kombu.exceptions import BatchPublishError, OperationalError
 
 from scheduler.errors import HpcqError, RedisUnavailable
 from scheduler.api import permissions
@@ -24,7 +24,7 @@ from scheduler.settings import Settings
 from scheduler.core.store import Store
 from scheduler.display import Display, url_secrets
 from scheduler.retention import Retention
-from scheduler.transport import make_celery, publish_revokes, send_attempt
+from scheduler.transport import attempt_batch, make_celery, publish_revokes
 
 log = logging.getLogger("hpcq.scheduler")
 #: Units one dispatch call hands out at most (Redis is not blocked long by one call).
@@ -88,20 +88,30 @@ class Dispatcher:
         sent = 0
         while workers:
             attempts = self.store.dispatch_to(workers, DISPATCH_BATCH, self.settings.dispatch_scan)
-            shown = self.display.argsreprs([a[1:] for a in attempts]) if attempts else {}
-            for k, (worker, task_id, token, celery_id) in enumerate(attempts):
-                try:
-                    send_attempt(self.celery, worker, task_id, token, celery_id, shown.get(task_id))
-                except OperationalError:
-                    # Not sent: queue them again now rather than after dispatch_timeout.
-                    for w, tid, tok, _ in attempts[k:]:
-                        self.store.finish(tid, tok, "lost", error=Msg.never_started.format(w),
-                                          retry_cap=self.settings.task_retry_count)
-                    raise
+            if not attempts:
+                break
+            shown = self.display.argsreprs([a[1:] for a in attempts])
+            try:
+                with attempt_batch(self.celery) as send:
+                    for worker, task_id, token, celery_id in attempts:
+                        send(worker, task_id, token, celery_id, shown.get(task_id))
+            except (OperationalError, BatchPublishError) as exc:
+                self.unsent(attempts)
+                raise OperationalError(f"sending attempts: {exc}") from exc
             sent += len(attempts)
             if len(attempts) < DISPATCH_BATCH:
                 break
         return sent
+
+    def unsent(self, attempts) -> None:
+        """Attempts whose messages may not have arrived: those still Dispatching are queued
+        again now rather than after dispatch_timeout (a message that did arrive then fails its
+        token check); one that has started arrived."""
+        tids = [tid for _, tid, _, _ in attempts]
+        for (w, tid, tok, _), rec in zip(attempts, self.store.tasks(tids)):
+            if rec.get("state") == "Dispatching" and rec.get("token") == tok:
+                self.store.finish(tid, tok, "lost", error=Msg.never_started.format(w),
+                                  retry_cap=self.settings.task_retry_count)
 
     def reclaim(self) -> None:
         """Workers silent for ``worker_timeout`` are lost: each attempt they held ends (never

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
+import signal
 from contextlib import ExitStack
 from urllib.parse import urlsplit
 
@@ -67,7 +67,7 @@ def _worker_gpus(base: dict) -> bool:
 
 def spawn(spec: dict, task_id: str, value: str, worker: str, celery_id: str, redis_url: str,
           script_path: str, files: ExitStack, spool: tuple[str, str]):
-    """Start the command in a session of its own; returns (Popen, spool file or None, its
+    """Start the command in a session of its own; returns (its pid, spool file or None, its
     path or None).  ``spool`` is (spool dir, attempt token): what the command does not write
     to files of its own goes to this attempt's spool file (``output.py``)."""
     v = int(value) if value else None
@@ -95,7 +95,7 @@ def spawn(spec: dict, task_id: str, value: str, worker: str, celery_id: str, red
         with open(script_path, "w") as f:
             f.write(command)
         argv = ["/bin/sh", script_path]
-    stdin = open_file(files, "stdin", sub("stdin"), wd, "rb") if spec.get("stdin") else subprocess.DEVNULL
+    stdin = open_file(files, "stdin", sub("stdin"), wd, "rb") if spec.get("stdin") else None
     out = None
     if not spec.get("stdout") or not spec.get("stderr"):
         try:
@@ -105,24 +105,69 @@ def spawn(spec: dict, task_id: str, value: str, worker: str, celery_id: str, red
                              f"{exc.strerror or exc}") from None
     stdout = open_file(files, "stdout", sub("stdout"), wd, "wb") if spec.get("stdout") else out
     stderr = open_file(files, "stderr", sub("stderr"), wd, "wb") if spec.get("stderr") else (
-        subprocess.STDOUT if stdout is out else out)
+        None if stdout is out else out)
     try:
-        # No preexec_fn and no parent-death signal: Popen then starts the command with vfork
-        # (a Python preexec_fn forces a full fork of the pool process, tens of MB of page tables
-        # per attempt; util-linux's setpriv, which used to set the signal, cost an exec per
-        # attempt, a tenth of the CPU of a short task).  A pool process that dies leaves the
-        # command to the worker's main process, a subreaper that kills it by its marker
-        # (presence.check_pools); a whole worker that dies leaves it to its next life (prepare).
-        proc = subprocess.Popen(argv, cwd=wd, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
-                                start_new_session=True, close_fds=True)
+        pid = start(argv, wd, env, stdin, stdout, stderr)
     except OSError as exc:
         raise StartError(f"The task could not start: {exc.strerror or exc}") from None
     except (ValueError, TypeError) as exc:
         raise StartError(f"The task could not start: {exc}") from None
     # keep the spool file open past the ExitStack
     if out is None:
-        return proc, None, None
-    return proc, os.fdopen(os.dup(out.fileno()), "rb"), out.name
+        return pid, None, None
+    return pid, os.fdopen(os.dup(out.fileno()), "rb"), out.name
+
+
+#: Reset to their defaults in the command (exec keeps an ignored signal ignored: Python ignores
+#: SIGPIPE and SIGXFSZ, Celery's pool processes others).
+DEFAULT_SIGNALS = tuple(getattr(signal, n) for n in (
+    "SIGPIPE", "SIGXFSZ", "SIGINT", "SIGQUIT", "SIGHUP", "SIGTERM", "SIGUSR1", "SIGUSR2",
+    "SIGCHLD", "SIGTTIN", "SIGTTOU", "SIGTSTP"))
+
+
+def start(argv: list[str], wd: str | None, env: dict, stdin, stdout, stderr) -> int:
+    """``argv`` in a session of its own, in ``wd``, with ``env``; stdin from the file ``stdin``
+    (/dev/null if None), stdout to ``stdout``, stderr to ``stderr`` (with stdout if None).
+    Returns its pid.
+
+    posix_spawn rather than Popen (a third of the CPU, measured: 37 against 110 us a start).
+    No preexec_fn and no parent-death signal either: a Python preexec_fn forces a full fork of
+    the pool process, and util-linux's setpriv, which used to set the signal, cost an exec per
+    attempt, a tenth of the CPU of a short task.  A pool process that dies leaves the command
+    to the worker's main process, a subreaper that kills it by its marker
+    (presence.check_pools); a whole worker that dies leaves it to its next life (prepare).
+    posix_spawn closes no descriptor: every one a pool process holds is close-on-exec (Python
+    makes them so, and the pool process marks what it inherited: ``close_on_exec``).  It has
+    no working directory either (Python 3.11's lacks glibc's addchdir): the pool process, which
+    runs one attempt at a time on one thread, is in ``wd`` while it spawns."""
+    actions = [
+        (os.POSIX_SPAWN_DUP2, stdin.fileno(), 0) if stdin is not None
+        else (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, stdout.fileno(), 1),
+        (os.POSIX_SPAWN_DUP2, stderr.fileno() if stderr is not None else 1, 2),
+    ]
+    here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if wd else None
+    try:
+        if wd:
+            os.chdir(wd)
+        return os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
+                              setsigmask=(), setsigdef=DEFAULT_SIGNALS)
+    finally:
+        if here is not None:
+            os.fchdir(here)
+            os.close(here)
+
+
+def close_on_exec() -> None:
+    """Mark every descriptor above stderr close-on-exec (for ``start``: what a pool process
+    inherited from the worker's main process is not a command's business)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass
 
 
 def check_dir(wd: str) -> None:

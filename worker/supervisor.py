@@ -95,6 +95,18 @@ def _walk(keep: int | None = None) -> tuple[list[psutil.Process], bool]:
     return alive, not procs
 
 
+def childless() -> bool:
+    """This process has no child left, not even a zombie: then a subreaper has no descendant
+    either (the kernel hands a dying process's children to the nearest subreaper before the
+    dying one can be reaped).  One syscall, where a walk of the tree reads /proc: a command
+    that ended by itself leaves nothing behind, usually."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return False
+
+
 def descendants(keep: int | None = None) -> list[psutil.Process]:
     """Every live process below this one (zombies reaped on the way, except ``keep``)."""
     return _walk(keep)[0]

@@ -56,15 +56,18 @@ def translate(exc: redis.RedisError) -> HpcqError:
 class Scripts:
     """A Redis client and the scripts loaded on it (``Store`` adds what each step means)."""
 
-    def __init__(self, url: str, client: redis.Redis | None = None, timeout: float = 5.0):
+    def __init__(self, url: str, client: redis.Redis | None = None, timeout: float = 5.0,
+                 single: bool = False):
         self.url = url
         # A bounded socket timeout: a cut link must fail a call, not hang it for minutes.  One
         # immediate retry (a pooled connection Redis dropped), no more: the daemons retry with
         # their own backoff, and redis-py's default (3 retries with backoff) would stall every
-        # call for seconds during an outage and could run a script twice.
+        # call for seconds during an outage and could run a script twice.  ``single``: one
+        # connection and no pool, for a client used by one thread only.
         self.redis = client or redis.Redis.from_url(
             url, decode_responses=True, socket_connect_timeout=timeout, socket_timeout=timeout,
-            socket_keepalive=True, health_check_interval=30, retry=Retry(NoBackoff(), 1))
+            socket_keepalive=True, health_check_interval=30, retry=Retry(NoBackoff(), 1),
+            single_connection_client=single)
         self._scripts = {name: self.redis.register_script(script_source(name)) for name in SCRIPTS}
 
     def call(self, name: str, args=()):
