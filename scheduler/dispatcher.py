@@ -22,7 +22,7 @@ from scheduler.api import permissions
 from scheduler.api.model import Msg
 from scheduler.settings import Settings
 from scheduler.core.store import Store
-from scheduler.display import Display, url_secrets
+from scheduler.display import READ_BYTES, Display, url_secrets
 from scheduler.retention import Retention
 from scheduler.transport import attempt_batch, make_celery, publish_revokes
 
@@ -36,7 +36,7 @@ class Dispatcher:
         self.settings = settings
         self.store = Store(settings.redis_url, timeout=settings.redis_timeout)
         self.celery = make_celery(settings.redis_url)
-        self.display = Display(self.store.redis, secrets=url_secrets(settings.redis_url))
+        self.display = Display(secrets=url_secrets(settings.redis_url))
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stopping = threading.Event()
         self.leading = False
@@ -87,10 +87,11 @@ class Dispatcher:
         resources), in calls of at most DISPATCH_BATCH, and send each attempt to its worker."""
         sent = 0
         while workers:
-            attempts = self.store.dispatch_to(workers, DISPATCH_BATCH, self.settings.dispatch_scan)
+            attempts, heads = self.store.dispatch_shown(workers, DISPATCH_BATCH,
+                                                        self.settings.dispatch_scan, READ_BYTES)
             if not attempts:
                 break
-            shown = self.display.argsreprs([a[1:] for a in attempts])
+            shown = self.display.argsreprs([a[1:] for a in attempts], heads)
             try:
                 with attempt_batch(self.celery) as send:
                     for worker, task_id, token, celery_id in attempts:

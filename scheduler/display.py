@@ -6,40 +6,22 @@ gives each message an ``argsrepr`` (Celery's display-only field, sent in the mes
 in the worker's task-received event, never used to run anything): the hpcq id and the command
 as the task will run it (a sweep instance's ``*`` substituted), cut to ``COMMAND_CHARS``.
 
-The command is read by one small script per dispatch round that returns only its head, so a
-task with a megabyte of command costs no more to show than one with a word.  The Redis URL and
+The dispatch step returns each command's head with the attempts (``lua/lib_heads.lua``), so
+showing costs no Redis call of its own, and a task with a megabyte of command no more than one
+with a word.  The Redis URL and
 password are never part of it (a command that contains the password shows it masked)."""
 
 from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
-from scheduler.core import keys, sweep
+from scheduler.core import sweep
 
 #: Characters of a command shown; a longer one ends with "... (N bytes)".
 COMMAND_CHARS = 200
 #: Bytes of a command template read from Redis (a sweep's ``*`` may lengthen the text).
 READ_BYTES = 4 * COMMAND_CHARS
 
-_HEADS = """
-local n = tonumber(ARGV[1])
-local function head(s)
-  if #s <= n then return s end
-  local e = n
-  -- never split a UTF-8 character: end before the one that straddles the cut
-  while e > 0 and (string.byte(s, e + 1) or 0) >= 128 and (string.byte(s, e + 1) or 0) < 192 do
-    e = e - 1
-  end
-  return string.sub(s, 1, e)
-end
-local out = {}
-for i, k in ipairs(KEYS) do
-  local v = redis.call('HMGET', k, 'command', 'start', 'step')
-  local c = v[1] or ''
-  out[i] = {head(c), tostring(#c), v[2] or '', v[3] or ''}
-end
-return out
-"""
 
 
 def spec_id(task_id: str) -> str:
@@ -63,10 +45,10 @@ def attempt_repr(task_id: str, command: str | None) -> str:
 
 
 class Display:
-    """The dispatcher's one instance: ``argsreprs(attempts)`` for a round of dispatches."""
+    """The dispatcher's one instance: ``argsreprs(attempts, heads)`` for a round of dispatches,
+    from the command heads the dispatch step returned (``Store.dispatch_shown``)."""
 
-    def __init__(self, client, secrets=()):
-        self.script = client.register_script(_HEADS)
+    def __init__(self, secrets=()):
         self.secrets = sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
 
     def mask(self, text: str) -> str:
@@ -74,16 +56,16 @@ class Display:
             text = text.replace(secret, "***")
         return text
 
-    def commands(self, task_ids: list[str]) -> dict[str, str]:
-        """task id -> the command it runs (shortened); one Redis call for all of them."""
-        specs = sorted({spec_id(t) for t in task_ids})
-        rows = self.script(keys=[keys.task(s) for s in specs], args=[READ_BYTES])
-        heads = {}
-        for sid, (head, length, start, step) in zip(specs, rows):
-            heads[sid] = (_text(head), int(_text(length) or 0), _text(start), _text(step))
+    def commands(self, task_ids: list[str], heads: dict) -> dict[str, str]:
+        """task id -> the command it runs (shortened), from ``heads``: {spec id: (head,
+        length, sweep start, sweep step)}."""
         out = {}
         for tid in task_ids:
-            head, size, start, step = heads[spec_id(tid)]
+            got = heads.get(spec_id(tid))
+            if got is None:
+                continue
+            head, size, start, step = (_text(x) for x in got)
+            size = int(size or 0)
             cut = size > len(head.encode())
             instance = tid.split(".")[2:]
             if instance and start and step:
@@ -91,11 +73,11 @@ class Display:
             out[tid] = shorten(self.mask(head), cut, size if cut else None)
         return out
 
-    def argsreprs(self, attempts) -> dict[str, str]:
-        """task id -> argsrepr for ``(task id, token, celery id)`` tuples; ``{}`` (Celery's
-        default display) if the commands cannot be read: showing must never stop a dispatch."""
+    def argsreprs(self, attempts, heads: dict) -> dict[str, str]:
+        """task id -> argsrepr for ``(task id, token, celery id)`` tuples; Celery's default
+        display for one whose command is unknown: showing must never stop a dispatch."""
         try:
-            commands = self.commands([a[0] for a in attempts])
+            commands = self.commands([a[0] for a in attempts], heads)
         except Exception:
             return {}
         return {tid: attempt_repr(tid, commands.get(tid)) for tid, *_ in attempts}

@@ -25,7 +25,8 @@ import psutil
 import pytest
 
 from scheduler import Scheduler
-from scheduler.display import COMMAND_CHARS, Display, attempt_repr
+from scheduler.core import keys
+from scheduler.display import COMMAND_CHARS, READ_BYTES, Display, attempt_repr
 from tests.support import RedisServer, free_port, hpcq, wait_until
 
 pytest.importorskip("flower")
@@ -123,13 +124,19 @@ def test_argsrepr_names_the_task_and_its_command(redis_url):
     job.add_task(command="echo frame '***' " + "é" * 500, sweep=(1, 3, 1))
     job.add_task(command=f"redis-cli -a {password} ping")
     s.submit_job(job)
-    display = Display(s.store.redis, secrets=[password])
-    shown = display.commands([f"{job.id}.1.2", f"{job.id}.2"])
+    s.store.heartbeat("w1", 8, keys.worker_queue("w1"), {"pid": 1}, [], 1000, 3)
+    # the dispatch step returns the heads of the commands it handed out, one per spec record
+    got, heads = s.store.dispatch_shown(["w1"], 10, 1000, READ_BYTES)
+    assert sorted(a[1] for a in got) == [f"{job.id}.1.{i}" for i in (1, 2, 3)] + [f"{job.id}.2"]
+    assert sorted(heads) == [f"{job.id}.1", f"{job.id}.2"]
+    assert heads[f"{job.id}.1"][1] == str(len(("echo frame '***' " + "é" * 500).encode()))
+    display = Display(secrets=[password])
+    shown = display.commands([f"{job.id}.1.2", f"{job.id}.2"], heads)
     head = shown[f"{job.id}.1.2"]
     assert head.startswith("echo frame '002' é") and head.endswith(" bytes)")
     assert len(head.partition("...")[0]) == COMMAND_CHARS and "\ufffd" not in head
     assert shown[f"{job.id}.2"] == "redis-cli -a *** ping"
     assert attempt_repr("7.1", "hostname") == "['7.1', 'hostname']"
     attempts = [(f"{job.id}.2", "1", "hpcq-x")]
-    assert display.argsreprs(attempts) == {
+    assert display.argsreprs(attempts, heads) == {
         f"{job.id}.2": repr([f"{job.id}.2", "redis-cli -a *** ping"])}

@@ -43,14 +43,22 @@ def open_spool(spool_dir: str, task_id: str, token: str):
     same task on this host are removed (the last attempt's output is the task's output)."""
     path = spool_path(spool_dir, task_id, token)
     folder, mine = os.path.split(path)
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    with os.scandir(folder) as entries:
-        for old in entries:
-            if old.name != mine and old.name.endswith(".out"):
-                try:
-                    os.unlink(old.path)
-                except OSError:
-                    pass
+    try:
+        os.mkdir(folder, mode=0o700)
+        fresh = True                  # the task's first attempt here: nothing to remove
+    except FileNotFoundError:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        fresh = False
+    except FileExistsError:
+        fresh = False
+    if not fresh:
+        with os.scandir(folder) as entries:
+            for old in entries:
+                if old.name != mine and old.name.endswith(".out"):
+                    try:
+                        os.unlink(old.path)
+                    except OSError:
+                        pass
     return open(path, "w+b")
 
 

@@ -9,6 +9,7 @@ here, and a restart with the same name finds what a previous life left behind.""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import threading
 from scheduler.transport import celery_id
 
 
+@functools.lru_cache(maxsize=256)
 def _safe(name: str) -> str:
     return re.sub(r"[^\w@.-]", "_", name)
 

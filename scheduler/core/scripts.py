@@ -29,7 +29,8 @@ SCRIPTS = ("create_job", "add_task", "submit", "dispatch", "start", "finish", "c
 #: The shared helpers every script gets, in this order (each may use the ones before), and
 #: those only some scripts need (a script defines every helper it gets on each call).
 LIBS = ("lib", "lib_stop", "lib_ops", "lib_attempt", "lib_jobs")
-MORE_LIBS = {name: ("lib_submit",) for name in ("create_job", "add_task", "submit", "new_job")}
+MORE_LIBS = {**{name: ("lib_submit",) for name in ("create_job", "add_task", "submit", "new_job")},
+             "dispatch": ("lib_heads",)}
 
 
 @functools.cache

@@ -198,8 +198,14 @@ class Store(Scripts):
     def dispatch_to(self, workers, want: int, scan: int = 1000) -> list[tuple[str, str, str, str]]:
         """Hand up to ``want`` queued units to ``workers`` where they fit, looking at most at
         ``scan`` queue entries: [(worker, task id, token, celery id)]."""
-        flat = self.call("dispatch", [want, scan, *workers])
-        return [tuple(flat[k:k + 4]) for k in range(0, len(flat), 4)]
+        return self.dispatch_shown(workers, want, scan, 0)[0]
+
+    def dispatch_shown(self, workers, want: int, scan: int, head_bytes: int):
+        """``dispatch_to``, and the head of each command handed out (its first ``head_bytes``
+        bytes), from the same step: {spec id: (head, length, sweep start, sweep step)}."""
+        flat, heads = self.call("dispatch", [want, scan, head_bytes, *workers])
+        return ([tuple(flat[k:k + 4]) for k in range(0, len(flat), 4)],
+                {heads[k]: tuple(heads[k + 1:k + 5]) for k in range(0, len(heads), 5)})
 
     def dispatch(self, worker: str, want: int) -> list[tuple[str, str, str]]:
         """``dispatch_to`` one worker: [(task id, token, celery id)]."""

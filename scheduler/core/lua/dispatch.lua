@@ -1,4 +1,5 @@
--- ARGV: most units to hand out, most queue entries to look at, then the workers to fill.
+-- ARGV: most units to hand out, most queue entries to look at, bytes of each command's head to
+-- return (0: none; lib_heads.lua), then the workers to fill.
 -- Walks the queue in priority order and gives each unit (a task, or a sweep's next instance) to
 -- a worker where all it asks for is free (schema.RESOURCES: cores, memory, GPUs, node group,
 -- exclusive; a job's exclusive flag keeps other jobs off its workers), the one with the most
@@ -6,10 +7,10 @@
 -- the worker nearest to fitting it: later (lower-priority) units go there only if they fit
 -- beside it, so a large task is never starved by a stream of small ones (EASY backfill without
 -- run time estimates).  Each handed-out unit goes Dispatching with a fresh attempt token and
--- its allocation (a_*).  Returns worker, id, token, celery id for each.
-local want, scan = tonumber(ARGV[1]), tonumber(ARGV[2])
+-- its allocation (a_*).  Returns {worker, id, token, celery id for each; the command heads}.
+local want, scan, heads = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local ws = {}
-for k = 3, #ARGV do
+for k = 4, #ARGV do
   local w = ARGV[k]
   local v = redis.call('HMGET', K.worker(w), 'slots', F.state, 'stale', 'cores', 'memory', 'gpus',
                        'groups', F.u_cores, F.u_memory)
@@ -42,7 +43,7 @@ for k = 3, #ARGV do
   end
 end
 local out = {}
-if want <= 0 or #ws == 0 then return out end
+if want <= 0 or #ws == 0 then return {out, {}} end
 
 -- what a unit of queue entry `id` asks for (an instance asks what its master asks)
 -- (stop: its job is being canceled, finished or has failed - lib_ops.lua - so nothing of it
@@ -233,4 +234,6 @@ while #out / 4 < want and seen < scan and anyone_free() do
     if #out / 4 >= want or seen >= scan then break end
   end
 end
-return out
+local units = {}
+for k = 2, #out, 4 do table.insert(units, out[k]) end
+return {out, heads > 0 and command_heads(units, heads) or {}}
