@@ -135,6 +135,26 @@ def test_stdio_files_env_and_work_dir(s, tmp_path):
     assert stdout_only.output == "to-output\n"
 
 
+def test_a_command_inherits_no_descriptor_and_no_ignored_signal_of_its_worker(s):
+    """Started with posix_spawn (worker/command.py): only stdin, stdout and stderr are open in
+    it, no signal is blocked or ignored, and it leads a session of its own."""
+    job = s.create_job(name="clean-start")
+    t = job.add_task(command="ls /proc/self/fd; grep -E '^(SigBlk|SigIgn)' /proc/self/status; "
+                             "ps -o sid= -p $$; echo $$")
+    s.submit_job(job)
+    assert job.wait(timeout=60) == JobState.Finished
+    t.refresh()
+    lines = t.output.split("\n")
+    # ls's own directory descriptor is the 3
+    assert lines[:4] == ["0", "1", "2", "3"] and lines[4].startswith("SigBlk"), t.output
+    assert lines[4].split() == ["SigBlk:", "0000000000000000"], t.output
+    # nothing ignored (Python ignores SIGPIPE and SIGXFSZ: reset), except glibc's two internal
+    # signals (32, 33), which its posix_spawn leaves ignored, as CPython's own subprocess does
+    # when it uses posix_spawn; a program of glibc's installs their handlers itself
+    assert lines[5].split()[0] == "SigIgn:" and int(lines[5].split()[1], 16) & ~0x180000000 == 0, t.output
+    assert lines[6].strip() == lines[7].strip(), "the command leads its own session"
+
+
 def test_output_keeps_head_and_tail_with_a_marker(s):
     """Redis keeps the first and last halves of HPCQ_OUTPUT_LIMIT (16384 by default) with the
     size cut between them; a small output is kept whole."""
