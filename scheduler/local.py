@@ -24,7 +24,8 @@ from urllib.parse import unquote, urlsplit
 
 import psutil
 
-from worker.supervisor import Rung, Stopper, become_subreaper, die_with_parent, drive, kill_now
+from worker.subreaper import become_subreaper, die_with_parent
+from worker.supervisor import Rung, Stopper, drive, kill_now
 
 from scheduler.errors import HpcqError, InvalidState, RedisUnavailable
 from scheduler.settings import get_settings, with_password

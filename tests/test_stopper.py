@@ -20,7 +20,7 @@ import uuid
 import psutil
 import pytest
 
-from worker import markers, supervisor
+from worker import markers, subreaper, supervisor
 from worker.supervisor import Rung, Stopper
 
 MARK = "HPCQ_TEST_STOPPER"
@@ -35,8 +35,8 @@ def in_subreaper(scenario, timeout: float = 30.0) -> dict:
         code = 0
         try:
             os.close(r)
-            supervisor.die_with_parent(signal.SIGKILL)
-            supervisor.become_subreaper()
+            subreaper.die_with_parent(signal.SIGKILL)
+            subreaper.become_subreaper()
             try:
                 out = {"ok": scenario(marker)}
             except BaseException:

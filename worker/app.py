@@ -23,7 +23,7 @@ from scheduler.settings import get_settings
 from scheduler.core.store import Store
 from scheduler.transport import RECORDED, make_celery, parse_celery_id
 
-from . import command, supervisor
+from . import command, subreaper
 from .presence import Presence
 from .registry import Registry
 
@@ -100,10 +100,10 @@ def on_task_revoked(sender=None, request=None, terminated=None, **kwargs):
 
 @signals.worker_process_init.connect
 def on_pool_process(**kwargs):
-    supervisor.become_subreaper()
+    subreaper.become_subreaper()
     # Celery makes a pool process die with SIGKILL when the main process dies, which would
     # orphan the command; with SIGTERM its attempt stops the command first and records it lost.
-    supervisor.die_with_parent(signal.SIGTERM)
+    subreaper.die_with_parent(signal.SIGTERM)
     command.close_on_exec()
     _pool_process[0] = True
     store.cache_clear()
@@ -121,7 +121,7 @@ presence = Presence(settings, store, app)
 @signals.worker_init.connect
 def on_init(sender=None, **kwargs):
     # Orphans of a pool process that dies come back to the main process (see presence.py).
-    supervisor.become_subreaper()
+    subreaper.become_subreaper()
     presence.prepare(sender.hostname, sender.concurrency)
 
 

@@ -24,7 +24,7 @@ from scheduler.settings import get_settings
 from scheduler.core.store import Store
 from scheduler.transport import RUN_TASK, publish_revokes
 
-from . import accounting, supervisor
+from . import accounting, subreaper, supervisor
 from .app import app, pool_settings, registry, store
 from .command import StartError, spawn
 from .output import excerpt
@@ -185,7 +185,7 @@ class Attempt:
                     _, status = os.waitpid(pid, 0)
                     if not why:
                         why = "exited"
-                        gone = supervisor.childless()
+                        gone = subreaper.childless()
                         if not gone:
                             tree.begin(LEFTOVERS_GRACE)
                 now = time.monotonic()

@@ -1,7 +1,7 @@
 """Holding a command's whole process tree: start it in its own session, wait for it, and stop
 every process of it, including ones that double-forked into a session of their own.
 
-The pool process is made a child subreaper (Linux prctl), so an orphaned descendant is
+The pool process is made a child subreaper (``subreaper.py``), so an orphaned descendant is
 reparented to it rather than to init: "the task's processes" are then simply every descendant of
 the pool process, which a walk of ``/proc`` lists.
 
@@ -14,7 +14,6 @@ process that leaves the tree (reparented) is still stopped."""
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -25,30 +24,6 @@ from typing import NamedTuple
 import psutil
 
 log = logging.getLogger("hpcq.supervisor")
-
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _prctl(option: int, arg: int) -> None:
-    """prctl(2): the only wrapper of it (the worker and ``hpcq up`` both use it).  Loaded once at
-    import, so calling it in a forked child before exec (``preexec_fn``) loads nothing there.
-    A failure is ignored: on a kernel without the option there is nothing better to do."""
-    try:
-        _libc.prctl(option, int(arg), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
-def become_subreaper() -> None:
-    """Orphans of this process's descendants are reparented to it, not to init."""
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
-
-
-def die_with_parent(sig: int) -> None:
-    """This process gets ``sig`` when its parent dies (Linux PR_SET_PDEATHSIG)."""
-    _prctl(PR_SET_PDEATHSIG, sig)
 
 
 def _children(pid: int) -> list[int]:
@@ -93,18 +68,6 @@ def _walk(keep: int | None = None) -> tuple[list[psutil.Process], bool]:
         except psutil.NoSuchProcess:
             pass
     return alive, not procs
-
-
-def childless() -> bool:
-    """This process has no child left, not even a zombie: then a subreaper has no descendant
-    either (the kernel hands a dying process's children to the nearest subreaper before the
-    dying one can be reaped).  One syscall, where a walk of the tree reads /proc: a command
-    that ended by itself leaves nothing behind, usually."""
-    try:
-        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return True
-    return False
 
 
 def descendants(keep: int | None = None) -> list[psutil.Process]:
