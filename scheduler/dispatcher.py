@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 
-from kombu.exceptions import BatchPublishError, OperationalError
+from kombu.exceptions import OperationalError
 
 from scheduler.errors import HpcqError, RedisUnavailable
 from scheduler.api import permissions
@@ -24,11 +24,9 @@ from scheduler.settings import Settings
 from scheduler.core.store import Store
 from scheduler.display import READ_BYTES, Display, url_secrets
 from scheduler.retention import Retention
-from scheduler.transport import attempt_batch, make_celery, publish_revokes
+from scheduler.transport import DISPATCH_BATCH, make_celery, publish_revokes, send_attempts
 
 log = logging.getLogger("hpcq.scheduler")
-#: Units one dispatch call hands out at most (Redis is not blocked long by one call).
-DISPATCH_BATCH = 500
 
 
 class Dispatcher:
@@ -91,28 +89,12 @@ class Dispatcher:
                                                         self.settings.dispatch_scan, READ_BYTES)
             if not attempts:
                 break
-            shown = self.display.argsreprs([a[1:] for a in attempts], heads)
-            try:
-                with attempt_batch(self.celery) as send:
-                    for worker, task_id, token, celery_id in attempts:
-                        send(worker, task_id, token, celery_id, shown.get(task_id))
-            except (OperationalError, BatchPublishError) as exc:
-                self.unsent(attempts)
-                raise OperationalError(f"sending attempts: {exc}") from exc
+            send_attempts(self.celery, self.store, self.display, attempts, heads,
+                          self.settings.task_retry_count)
             sent += len(attempts)
             if len(attempts) < DISPATCH_BATCH:
                 break
         return sent
-
-    def unsent(self, attempts) -> None:
-        """Attempts whose messages may not have arrived: those still Dispatching are queued
-        again now rather than after dispatch_timeout (a message that did arrive then fails its
-        token check); one that has started arrived."""
-        tids = [tid for _, tid, _, _ in attempts]
-        for (w, tid, tok, _), rec in zip(attempts, self.store.tasks(tids)):
-            if rec.get("state") == "Dispatching" and rec.get("token") == tok:
-                self.store.finish(tid, tok, "lost", error=Msg.never_started.format(w),
-                                  retry_cap=self.settings.task_retry_count)
 
     def reclaim(self) -> None:
         """Workers silent for ``worker_timeout`` are lost: each attempt they held ends (never

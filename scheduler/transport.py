@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from celery import Celery
 
 RUN_TASK = "hpcq.run"
+#: Units one dispatch call hands out at most (Redis is not blocked long by one call).
+DISPATCH_BATCH = 500
 #: A revoke's argument saying the cancel is in Redis already (the worker skips recording it).
 RECORDED = "hpcq_recorded"
 
@@ -70,13 +72,24 @@ def make_celery(redis_url: str) -> "Celery":
 
 def send_attempt(app: Celery, worker: str, task_id: str, token: str, celery_id: str,
                  argsrepr: str | None = None, producer=None) -> None:
-    """``argsrepr``: what Flower shows as the args (``scheduler/display.py``), display only."""
-    queue = keys.worker_queue(worker)
-    # declare=[]: the worker declares its own queue when it starts consuming it, and a message
-    # for a queue is a push onto its list either way; declaring it again on every send bound
-    # (copied) kombu's Queue object to the channel each time, a fifth of the send's CPU.
-    app.send_task(RUN_TASK, args=[task_id, token], task_id=celery_id, queue=queue,
-                  routing_key=queue, argsrepr=argsrepr, declare=[], producer=producer)
+    """One attempt as a Celery task message on its worker's own queue: the message
+    ``send_task`` makes (``app.amqp``'s, routed by Celery's router, once per queue), without
+    what ``send_task`` adds for a caller that wants a result or is a task itself: sent from a
+    pool process it would make the next attempt a child of the attempt that ended (parent id
+    and trail, which Flower shows), and its own work was a third of the send's CPU.
+    ``argsrepr``: what Flower shows as the args (``scheduler/display.py``), display only."""
+    message = app.amqp.create_task_message(celery_id, RUN_TASK, [task_id, token], {},
+                                           ignore_result=True, argsrepr=argsrepr)
+    with app.producer_or_acquire(producer) as p, p.connection._reraise_as_library_errors():
+        app.amqp.send_task_message(p, RUN_TASK, message, **_route(app, keys.worker_queue(worker)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _route(app: Celery, queue: str) -> dict:
+    """Where Celery's router sends a message for ``queue``.  declare=[]: the worker declares
+    its own queue when it starts consuming it, and a message for a queue is a push onto its list
+    either way (declaring it on every send bound kombu's Queue object to the channel each time)."""
+    return app.amqp.router.route({"queue": queue, "routing_key": queue, "declare": []}, RUN_TASK)
 
 
 @contextlib.contextmanager
@@ -89,6 +102,39 @@ def attempt_batch(app: Celery):
     ``OperationalError``), which of its attempts arrived is unknown."""
     with app.producer_or_acquire() as producer, producer.batch(max_size=4 * 1024):
         yield functools.partial(send_attempt, app, producer=producer)
+
+
+def send_attempts(app: Celery, store, display, attempts, heads: dict, retry_cap: int) -> None:
+    """Send handed-out attempts (a dispatch's, or a finish's for the slot it freed), with what
+    Flower shows of each (``display``, from the command ``heads``), in one batch.  If the send
+    fails, the attempts that did not start are queued again at once rather than after
+    dispatch_timeout (a message that did arrive then fails its token check; one that started
+    arrived), and OperationalError is raised."""
+    from kombu.exceptions import BatchPublishError, OperationalError
+    if not attempts:
+        return
+    shown = display.argsreprs([a[1:] for a in attempts], heads)
+    try:
+        if len(attempts) == 1:
+            # one message: a batch (its pipeline and context) costs more than the round trip
+            worker, task_id, token, cid = attempts[0]
+            send_attempt(app, worker, task_id, token, cid, shown.get(task_id))
+            return
+        with attempt_batch(app) as send:
+            for worker, task_id, token, cid in attempts:
+                send(worker, task_id, token, cid, shown.get(task_id))
+    except (OperationalError, BatchPublishError) as exc:
+        requeue_unsent(store, attempts, retry_cap)
+        raise OperationalError(f"sending attempts: {exc}") from exc
+
+
+def requeue_unsent(store, attempts, retry_cap: int) -> None:
+    """Attempts whose messages may not have arrived: those still Dispatching are queued again."""
+    from scheduler.api.model import Msg
+    tids = [tid for _, tid, _, _ in attempts]
+    for (w, tid, tok, _), rec in zip(attempts, store.tasks(tids)):
+        if rec.get("state") == "Dispatching" and rec.get("token") == tok:
+            store.finish(tid, tok, "lost", error=Msg.never_started.format(w), retry_cap=retry_cap)
 
 
 def celery_id(task_id: str, token: str) -> str:
