@@ -14,7 +14,6 @@ from scheduler.core import keys
 from scheduler.dispatcher import Dispatcher
 from scheduler.settings import get_settings
 from scheduler.transport import RUN_TASK, make_celery, requeue_unsent
-from tests.script_model import check_invariants, read_all
 from tests.support.ports import free_port
 
 
@@ -60,69 +59,3 @@ def test_attempts_whose_send_failed_are_queued_again_unless_they_started(rig, st
     requeue_unsent(store, attempts, 3)
     assert store.task(started[1])["state"] == "Running"
     assert {store.task(a[1])["state"] for a in attempts[1:]} == {"Queued"}
-
-
-# --- a finish hands the slot it frees to the next queued unit (finish.lua) ------------------
-
-TAKE = ("w1", 500, 1000, 800)
-
-
-def consistent(r):
-    bad = check_invariants(read_all(r))
-    assert not bad, "\n".join(bad)
-
-
-def run_one(rig, store):
-    (uid, tok), = rig.dispatch().items()
-    rig.start(uid, tok)
-    return uid, tok
-
-
-def test_a_finish_hands_the_freed_slot_to_the_next_unit_while_a_scheduler_leads(rig, store, r):
-    j = rig.job({"command": "echo one"}, {"command": "echo two"}, {"command": "echo three"})
-    rig.worker("w1", slots=1)
-    assert store.take_lease("sched-1", 10)
-    uid, tok = run_one(rig, store)
-    r.delete(keys.WAKEUP)
-    (state, _, revokes), got, heads = store.finish_then_dispatch(TAKE, uid, tok, "exit", 0)
-    assert state == "Finished" and revokes == []
-    (worker, nxt, token, cid), = got
-    rec = store.task(nxt)
-    assert (worker, nxt) == ("w1", f"{j}.2") and rec["state"] == "Dispatching"
-    assert (rec["token"], rec["celery_id"], rec["node"]) == (token, cid, "w1")
-    assert heads == {f"{j}.2": ("echo two", "8", "", "")}
-    # the nudge for w1 is taken back: the scheduler would only have done the same dispatch
-    assert r.lrange(keys.WAKEUP, 0, -1) == []
-    consistent(r)
-
-
-def test_without_a_leading_scheduler_a_finish_hands_out_nothing_and_nudges(rig, store, r):
-    rig.job({}, {})
-    rig.worker("w1", slots=1)
-    uid, tok = run_one(rig, store)
-    r.delete(keys.WAKEUP, keys.LEADER)
-    (state, _, _), got, heads = store.finish_then_dispatch(TAKE, uid, tok, "exit", 0)
-    assert state == "Finished" and got == [] and heads == {}
-    assert r.lrange(keys.WAKEUP, 0, -1) == ["w1"]
-    consistent(r)
-
-
-@pytest.mark.parametrize("how", ["drain", "stale", "fails-the-job"])
-def test_a_finish_that_drains_is_stale_or_stops_others_hands_out_nothing(rig, store, r, how):
-    j = rig.job({}, {}, {}, fail_on_task_failure=how == "fails-the-job")
-    rig.worker("w1", slots=2)
-    assert store.take_lease("sched-1", 10)
-    got = rig.dispatch("w1", 2)
-    (uid, tok), (other, otok) = got.items()
-    rig.start(uid, tok)
-    rig.start(other, otok)
-    kw = {"drain": how == "drain"}
-    code = 1 if how == "fails-the-job" else 0
-    (state, _, revokes), handed, _ = store.finish_then_dispatch(
-        TAKE, uid, tok + "9" if how == "stale" else tok, "exit", code, **kw)
-    assert handed == []
-    if how == "fails-the-job":
-        assert state == "Failed" and [m for _, m in revokes] == ["terminate"]
-        assert store.job(j)["state"] == "Failed"
-    assert store.task(f"{j}.3")["state"] == ("Canceled" if how == "fails-the-job" else "Queued")
-    consistent(r)

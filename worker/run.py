@@ -22,8 +22,7 @@ from scheduler.errors import RedisUnavailable
 from scheduler.api.model import Msg
 from scheduler.settings import get_settings
 from scheduler.core.store import Store
-from scheduler.display import READ_BYTES, Display, url_secrets
-from scheduler.transport import DISPATCH_BATCH, RUN_TASK, publish_revokes, send_attempts
+from scheduler.transport import RUN_TASK, publish_revokes
 
 from . import accounting, subreaper, supervisor
 from .app import app, pool_settings, registry, store
@@ -50,12 +49,6 @@ def on_ready(sender=None, **kwargs):
 def pool_identity(pid: int) -> tuple[int, float]:
     """This pool process as the registry names it: pid and start time (read once per process)."""
     return pid, psutil.Process(pid).create_time()
-
-
-@functools.cache
-def display() -> Display:
-    """What Flower shows of the attempts this pool process sends (the Redis password masked)."""
-    return Display(secrets=url_secrets(pool_settings().redis_url))
 
 
 class TaskFailed(Exception):
@@ -331,35 +324,19 @@ class Attempt:
             return time.monotonic() > give_up_at[0]
 
         # a job this failure fails is stopped by its op: its first step stops what runs (those
-        # revokes come back here), the leading scheduler does the rest.  The slot this attempt
-        # frees is handed to the next queued unit in the same step (finish.lua), unless the
-        # worker is shutting down; this process sends what it got.
-        cfg = self.settings
-
-        def record():
-            kw = dict(retry_cap=cfg.task_retry_count, drain=drain, follow=False, **self.unrecorded)
-            if drain:
-                return self.store.finish(*args, **kw), [], {}
-            take = (self.worker, DISPATCH_BATCH, cfg.dispatch_scan, READ_BYTES)
-            return self.store.finish_then_dispatch(take, *args, **kw)
-
-        reply = retrying(record, give_up=give_up)
+        # revokes come back here), the leading scheduler does the rest
+        reply = retrying(lambda: self.store.finish(*args, retry_cap=self.settings.task_retry_count,
+                                                   drain=drain, follow=False, **self.unrecorded),
+                         give_up=give_up)
         if reply is None:
             raise TaskFailed("Redis could not be reached to record the result; it is kept for the worker's next start.")
         self.registry.remove(self.entry["celery_id"])
-        (state, message, revokes), attempts, heads = reply
+        state, message, revokes = reply
         if revokes:
             try:
                 publish_revokes(app, revokes)
             except Exception as exc:
                 log.warning("publishing revokes: %s", exc)
-        if attempts:
-            try:
-                send_attempts(app, self.store, display(), attempts, heads, cfg.task_retry_count)
-            except Exception as exc:
-                # not sent, and not queued again if Redis is away too: the scheduler takes
-                # them back after dispatch_timeout
-                log.warning("sending the next attempts: %s", exc)
         if state != "Finished":
             # Failed, stopped for a requeue, lost, or superseded: never a Celery SUCCESS.
             raise TaskFailed(message or error or f"the attempt ended {state}")

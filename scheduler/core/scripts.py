@@ -30,7 +30,7 @@ SCRIPTS = ("create_job", "add_task", "submit", "dispatch", "start", "finish", "c
 #: those only some scripts need (a script defines every helper it gets on each call).
 LIBS = ("lib", "lib_stop", "lib_ops", "lib_attempt", "lib_jobs")
 MORE_LIBS = {**{name: ("lib_submit",) for name in ("create_job", "add_task", "submit", "new_job")},
-             "dispatch": ("lib_heads", "lib_dispatch"), "finish": ("lib_heads", "lib_dispatch")}
+             "dispatch": ("lib_heads",)}
 
 
 @functools.cache

@@ -203,7 +203,9 @@ class Store(Scripts):
     def dispatch_shown(self, workers, want: int, scan: int, head_bytes: int):
         """``dispatch_to``, and the head of each command handed out (its first ``head_bytes``
         bytes), from the same step: {spec id: (head, length, sweep start, sweep step)}."""
-        return _handed_out(*self.call("dispatch", [want, scan, head_bytes, *workers]))
+        flat, heads = self.call("dispatch", [want, scan, head_bytes, *workers])
+        return ([tuple(flat[k:k + 4]) for k in range(0, len(flat), 4)],
+                {heads[k]: tuple(heads[k + 1:k + 5]) for k in range(0, len(heads), 5)})
 
     def dispatch(self, worker: str, want: int) -> list[tuple[str, str, str]]:
         """``dispatch_to`` one worker: [(task id, token, celery id)]."""
@@ -216,23 +218,16 @@ class Store(Scripts):
         flat = reply[2:]
         return True, reply[1], dict(zip(flat[::2], flat[1::2]))
 
-    def finish(self, *args, **kwargs):
+    def finish(self, task_id, token, outcome, exit_code=None, error="", output="", cpu_user=0,
+               cpu_sys=0, max_rss=0, retry_cap=3, drain=False, follow=True, pid=None, spool=""):
         """The end of an attempt (lib_attempt.lua); (end state, message, revokes).  A failure that
         fails its job (fail_on_task_failure) starts the job's fail op: ``follow`` does it to the
         end here, else the leading scheduler does (a worker does not wait for it).  ``pid`` and
         ``spool``: the command's, if not recorded yet (token-checked, like the result)."""
-        argv, follow = _finish_argv(*args, **kwargs)
-        return self._ended(self.call("finish", argv), follow)
-
-    def finish_then_dispatch(self, take: tuple[str, int, int, int], *args, **kwargs):
-        """``finish``, and in the same step the freed slot handed to the next queued unit(s)
-        while a scheduler leads: ``take`` is (worker, want, scan, head bytes) as for
-        ``dispatch_shown``.  ((end state, message, revokes), attempts, heads)."""
-        argv, follow = _finish_argv(*args, **kwargs)
-        reply, flat, heads = self.call("finish", [*argv, *take])
-        return (self._ended(reply, follow), *_handed_out(flat, heads))
-
-    def _ended(self, reply, follow):
+        reply = self.call("finish", [task_id, token, outcome,
+                                     "" if exit_code is None else exit_code, error or "",
+                                     output or "", cpu_user, cpu_sys, max_rss, retry_cap,
+                                     int(drain), pid or "", spool or ""])
         if reply[0] != "ok":
             return reply[1], "", []
         _, revokes = self.split_revokes(reply[2:], follow)
@@ -348,18 +343,3 @@ class Store(Scripts):
             return set()
         rest = self._do(self.redis.lpop, keys.WAKEUP, 1000) or []
         return {first[1], *rest}
-
-
-def _handed_out(flat, heads):
-    """A dispatch's reply: [(worker, task id, token, celery id)], {spec id: (head, length,
-    sweep start, sweep step)}."""
-    return ([tuple(flat[k:k + 4]) for k in range(0, len(flat), 4)],
-            {heads[k]: tuple(heads[k + 1:k + 5]) for k in range(0, len(heads), 5)})
-
-
-def _finish_argv(task_id, token, outcome, exit_code=None, error="", output="", cpu_user=0,
-                 cpu_sys=0, max_rss=0, retry_cap=3, drain=False, follow=True, pid=None, spool=""):
-    """finish.lua's ARGV, and ``follow``."""
-    return [task_id, token, outcome, "" if exit_code is None else exit_code, error or "",
-            output or "", cpu_user, cpu_sys, max_rss, retry_cap, int(drain), pid or "",
-            spool or ""], follow

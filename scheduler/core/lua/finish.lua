@@ -1,11 +1,10 @@
 -- ARGV: task id, attempt token, outcome ('exit' | 'lost'), exit code, error, output, cpu_user,
 -- cpu_sys, max_rss, retry cap, drain ('1': the worker is shutting down; it gets no more work),
--- optionally the command's pid and spool file (a command that ended within its first moments
--- has them recorded here rather than in a write of their own), and optionally the worker to
--- hand the freed slot to, with the want, scan and head bytes of dispatch_units.
+-- and optionally the command's pid and spool file (a command that ended within its first
+-- moments has them recorded here rather than in a write of their own).
 -- The worker's last step for an attempt: records the result if the token is still current
 -- (end_attempt in lib.lua).  Returns {'ok', end state, error message, celery id, mode, ...} or
--- {'stale', state}; with a worker to hand the slot to: {that, units handed out, their heads}.
+-- {'stale', state}.
 if (ARGV[12] or '') ~= '' then
   local tk = K.task(ARGV[1])
   local v = redis.call('HMGET', tk, F.state, F.token)
@@ -24,16 +23,4 @@ if ARGV[11] == '1' and out[1] == 'ok' then
     worker_enter(node, redis.call('HGET', K.worker(node), F.state) or '', WS.draining, '', ts)
   end
 end
-local worker = ARGV[14] or ''
-if worker == '' then return out end
--- The slot this attempt freed goes to the next queued unit in this same step: the dispatch the
--- scheduler would make on this finish's nudge (to this worker alone), so the nudge is taken
--- back and the worker sends what it was handed: a wake-up, a call and a message hop less per
--- task.  Only while a scheduler leads (dispatch stops with the last one), and only for an end
--- that changed nothing else (no revokes: it nudged for this worker only) and no drain.
-if out[1] ~= 'ok' or #out ~= 3 or ARGV[11] == '1' or redis.call('EXISTS', K.LEADER) == 0 then
-  return {out, {}, {}}
-end
-local got = dispatch_units(tonumber(ARGV[15]), tonumber(ARGV[16]), tonumber(ARGV[17]), {worker})
-redis.call('LREM', K.WAKEUP, 1, worker)
-return {out, got[1], got[2]}
+return out
