@@ -74,9 +74,8 @@ def send_attempt(app: Celery, worker: str, task_id: str, token: str, celery_id: 
                  argsrepr: str | None = None, producer=None) -> None:
     """One attempt as a Celery task message on its worker's own queue: the message
     ``send_task`` makes (``app.amqp``'s, routed by Celery's router, once per queue), without
-    what ``send_task`` adds for a caller that wants a result or is a task itself: sent from a
-    pool process it would make the next attempt a child of the attempt that ended (parent id
-    and trail, which Flower shows), and its own work was a third of the send's CPU.
+    what ``send_task`` adds for a caller that wants a result or is a task itself (a result
+    object, the parent task's ids, routing on every call: a fifth of the send's CPU).
     ``argsrepr``: what Flower shows as the args (``scheduler/display.py``), display only."""
     message = app.amqp.create_task_message(celery_id, RUN_TASK, [task_id, token], {},
                                            ignore_result=True, argsrepr=argsrepr)
@@ -105,11 +104,10 @@ def attempt_batch(app: Celery):
 
 
 def send_attempts(app: Celery, store, display, attempts, heads: dict, retry_cap: int) -> None:
-    """Send handed-out attempts (a dispatch's, or a finish's for the slot it freed), with what
-    Flower shows of each (``display``, from the command ``heads``), in one batch.  If the send
-    fails, the attempts that did not start are queued again at once rather than after
-    dispatch_timeout (a message that did arrive then fails its token check; one that started
-    arrived), and OperationalError is raised."""
+    """Send a dispatch call's attempts, with what Flower shows of each (``display``, from the
+    command ``heads``), in one batch.  If the send fails, the attempts that did not start are
+    queued again at once rather than after dispatch_timeout (a message that did arrive then
+    fails its token check; one that started arrived), and OperationalError is raised."""
     from kombu.exceptions import BatchPublishError, OperationalError
     if not attempts:
         return
