@@ -129,9 +129,10 @@ def send_attempts(app: Celery, store, display, attempts, heads: dict, retry_cap:
 def requeue_unsent(store, attempts, retry_cap: int) -> None:
     """Attempts whose messages may not have arrived: those still Dispatching are queued again."""
     from scheduler.api.model import Msg
+    from scheduler.core.schema import TaskState
     tids = [tid for _, tid, _, _ in attempts]
     for (w, tid, tok, _), rec in zip(attempts, store.tasks(tids)):
-        if rec.get("state") == "Dispatching" and rec.get("token") == tok:
+        if rec.get("state") == TaskState.Dispatching and rec.get("token") == tok:
             store.finish(tid, tok, "lost", error=Msg.never_started.format(w), retry_cap=retry_cap)
 
 

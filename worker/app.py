@@ -48,11 +48,11 @@ def store() -> Store:
     timeout = min(cfg.redis_timeout, cfg.fence_after / 4) if cfg.fence_after > 0 else cfg.redis_timeout
     # A pool process makes its calls one at a time on one thread: one connection, without the
     # connection pool's checkout and return (a fifth of redis-py's CPU per call).
-    return Store(cfg.redis_url, timeout=timeout, single=_pool_process[0])
+    return Store(cfg.redis_url, timeout=timeout, single=_in_pool)
 
 
-#: Whether this process is one of the worker's pool processes.
-_pool_process = [False]
+#: Whether this process is one of the worker's pool processes (set as each one starts).
+_in_pool = False
 
 
 def record_revoke(celery_id: str, force: bool = False) -> None:
@@ -100,12 +100,13 @@ def on_task_revoked(sender=None, request=None, terminated=None, **kwargs):
 
 @signals.worker_process_init.connect
 def on_pool_process(**kwargs):
+    global _in_pool
     subreaper.become_subreaper()
     # Celery makes a pool process die with SIGKILL when the main process dies, which would
     # orphan the command; with SIGTERM its attempt stops the command first and records it lost.
     subreaper.die_with_parent(signal.SIGTERM)
     command.close_on_exec()
-    _pool_process[0] = True
+    _in_pool = True
     store.cache_clear()
     pool_settings.cache_clear()
 

@@ -23,6 +23,16 @@ def _safe(name: str) -> str:
     return re.sub(r"[^\w@.-]", "_", name)
 
 
+def _put(path: str, flags: int, record: dict) -> None:
+    """``record`` as one JSON line, in one write (no buffered file object: this is on every
+    attempt's path)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | flags, 0o600)
+    try:
+        os.write(fd, json.dumps(record).encode() + b"\n")
+    finally:
+        os.close(fd)
+
+
 def identity(worker: str, redis_url: str | None = None) -> str:
     """The worker's name within its cluster (its Redis server and database), so that two
     clusters on one host whose workers share a name never touch each other's attempts."""
@@ -49,11 +59,7 @@ class Registry:
         """Atomically (a rename), so a reader never sees half an entry.  The temporary file is
         named for the writing process and thread: each writes one entry at a time."""
         tmp = os.path.join(self.dir, f".tmp-{os.getpid()}-{threading.get_ident()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, json.dumps(entry).encode() + b"\n")
-        finally:
-            os.close(fd)
+        _put(tmp, os.O_CREAT | os.O_TRUNC, entry)
         os.replace(tmp, self.path(cid))
 
     def add(self, task_id: str, token: str, pool_pid: int, pool_started: float) -> dict:
@@ -68,13 +74,9 @@ class Registry:
         is not whole yet, so it sees the fields either entirely or not yet."""
         entry.update(fields)
         try:
-            fd = os.open(self.path(entry["celery_id"]), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            _put(self.path(entry["celery_id"]), os.O_APPEND, fields)
         except FileNotFoundError:
-            return self.write(entry["celery_id"], entry)
-        try:
-            os.write(fd, json.dumps(fields).encode() + b"\n")
-        finally:
-            os.close(fd)
+            self.write(entry["celery_id"], entry)
 
     # --- a cancel hpcq recorded, told by the main process to the pool process ----------------
     def mark_stop(self, cid: str, force: bool) -> bool:

@@ -17,6 +17,7 @@ import getpass
 
 from scheduler.core import keys
 
+
 def current_user() -> str:
     return getpass.getuser()
 

@@ -1,8 +1,8 @@
--- ARGV: task id, message, grace seconds or '', user (check_permitted in lib.lua).  HPC Pack's task Finish: a task (or instance)
--- that has not started ends Finished at once; a running one is stopped as a cancel stops it
--- (SIGTERM, grace, SIGKILL) and then ends Finished with the message; a sweep master ends
--- Finished once its instances are (those never handed out count as Finished).
--- Returns {state after, celery id, mode, ...}.
+-- ARGV: task id, message, grace seconds or '', user (check_permitted in lib.lua).  HPC Pack's task
+-- Finish: a task (or instance) that has not started ends Finished at once; a running one is stopped
+-- as a cancel stops it (SIGTERM, grace, SIGKILL) and then ends Finished with the message; a sweep
+-- master ends Finished once its instances are (those never handed out count as Finished). Returns
+-- {state after, celery id, mode, ...}.
 local id, msg, grace = ARGV[1], ARGV[2], ARGV[3]
 check_permitted(split_id(id), ARGV[4] or '', 'finish', 'task ' .. id)
 local tk = K.task(id)

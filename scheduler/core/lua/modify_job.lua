@@ -1,7 +1,8 @@
--- ARGV: job id, hold_until ('' unchanged, '0' none, else a time), priority name ('' unchanged),
--- its band, user (check_permitted in lib.lua).  HPC Pack's job modify while the job waits (Configuring or Queued): a hold in the
--- future takes its queued tasks out of the queue (into its waiting set) until then; a priority
--- moves its tasks' queue scores to the new band (submission order kept within it).
+-- ARGV: job id, hold_until ('' unchanged, '0' none, else a time), priority name ('' unchanged), its
+-- band, user (check_permitted in lib.lua).  HPC Pack's job modify while the job waits (Configuring
+-- or Queued): a hold in the future takes its queued tasks out of the queue (into its waiting set)
+-- until then; a priority moves its tasks' queue scores to the new band (submission order kept
+-- within it).
 local j, hold, prio, band = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 check_permitted(j, ARGV[5] or '', 'modify', 'job ' .. j)
 local jk = K.job(j)

@@ -1,7 +1,8 @@
--- ARGV: job id, running message, user (check_permitted in lib.lua).  HPC Pack's job requeue (hpcpack.md 2.4): Finished tasks stay
--- Finished, tasks explicitly canceled before they ran stay Canceled, every other task is queued
--- again (running ones once they are stopped), by the job's requeue op (lib_ops.lua): this step
--- and job_step.lua.  Returns {state after, celery id, mode, ...}.
+-- ARGV: job id, running message, user (check_permitted in lib.lua).  HPC Pack's job requeue
+-- (hpcpack.md 2.4): Finished tasks stay Finished, tasks explicitly canceled before they ran stay
+-- Canceled, every other task is queued again (running ones once they are stopped), by the job's
+-- requeue op (lib_ops.lua): this step and job_step.lua.  Returns {state after, celery id, mode,
+-- ...}.
 local j, rmsg = ARGV[1], ARGV[2]
 check_permitted(j, ARGV[3] or '', 'requeue', 'job ' .. j)
 local jk = K.job(j)

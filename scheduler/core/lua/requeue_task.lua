@@ -1,6 +1,7 @@
--- ARGV: task id, running message, user (check_permitted in lib.lua).  HPC Pack's RequeueTask: Failed or Canceled go back to Queued;
--- Running is canceled first and queued again once its processes are gone (the worker's finish
--- step does that).  Returns {state after, celery id, mode, ...}.
+-- ARGV: task id, running message, user (check_permitted in lib.lua).  HPC Pack's RequeueTask:
+-- Failed or Canceled go back to Queued; Running is canceled first and queued again once its
+-- processes are gone (the worker's finish step does that).  Returns {state after, celery id, mode,
+-- ...}.
 local id, rmsg = ARGV[1], ARGV[2]
 check_permitted(split_id(id), ARGV[3] or '', 'requeue', 'task ' .. id)
 local tk = K.task(id)
