@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from tests.support import processes, running_cluster, wait_until
+from tests.support.flower import Flower
 
 #: The cluster's cancel grace period (setting HPCQ_TASK_CANCEL_GRACE_PERIOD), in seconds.
 GRACE = 3.0
@@ -202,3 +203,26 @@ def stays(predicate, seconds: float, interval: float = 0.05) -> bool:
             return False
         time.sleep(interval)
     return bool(predicate())
+
+
+@pytest.fixture(scope="module")
+def flower(cl):
+    f = Flower(cl)
+    try:
+        wait_until(lambda: f.request("GET", "/healthcheck")[0] == 200, 60, "Flower to answer")
+        # Flower only knows the events it received after it subscribed (its /healthcheck
+        # answers before that): run probe tasks until one shows up in Flower as SUCCESS.
+        deadline = time.monotonic() + 60
+        while True:
+            probe = Box(Path(cl.logdir) / f"flower-probe-{time.monotonic_ns()}")
+            job = submit(cl.api, probe.quick())
+            t = wait_state(cl.api, f"{job.id}.1", "Finished")
+            try:
+                f.wait_state(t.celery_id, "SUCCESS", timeout=3)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+        yield f
+    finally:
+        f.stop()

@@ -12,15 +12,13 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures_cancel import QUEUED_MSG, RUNNING_MSG, Box, box, boxes, cl, stays, submit, task_hash, wait_file, wait_state  # noqa: F401
-from tests.fixtures_cancel import GRACE
-from tests.support import free_port, running_cluster, wait_until, with_db
+from tests.fixtures_cancel import GRACE, flower  # noqa: F401
+from tests.support import running_cluster, wait_until, with_db
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,71 +94,6 @@ def test_celery_revoke_of_stale_attempt_does_not_touch_new_one(cl, box):
 
 
 # --- Flower ------------------------------------------------------------------------------------
-
-class Flower:
-    def __init__(self, cl):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = dict(cl.env, FLOWER_UNAUTHENTICATED_API="true")
-        self.log = open(os.path.join(cl.logdir, "flower.log"), "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.app", "-b", cl.redis_url, "flower",
-             f"--port={self.port}", "--address=127.0.0.1"],
-            env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def request(self, method: str, path: str):
-        req = urllib.request.Request(self.base + path, method=method,
-                                     data=b"" if method == "POST" else None)
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                body = resp.read().decode()
-                return resp.status, body
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode(errors="replace")
-        except (urllib.error.URLError, ConnectionError, OSError):
-            return None, ""
-
-    def state(self, celery_id: str):
-        status, body = self.request("GET", f"/api/task/info/{celery_id}")
-        return json.loads(body).get("state") if status == 200 else None
-
-    def wait_state(self, celery_id: str, want: str, timeout: float = 30):
-        wait_until(lambda: self.state(celery_id) == want, timeout,
-                   f"Flower to show {celery_id} as {want} (shows {self.state(celery_id)})")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
-
-
-@pytest.fixture(scope="module")
-def flower(cl):
-    f = Flower(cl)
-    try:
-        wait_until(lambda: f.request("GET", "/healthcheck")[0] == 200, 60, "Flower to answer")
-        # Flower only knows the events it received after it subscribed (its /healthcheck
-        # answers before that): run probe tasks until one shows up in Flower as SUCCESS.
-        deadline = time.monotonic() + 60
-        while True:
-            probe = Box(Path(cl.logdir) / f"flower-probe-{time.monotonic_ns()}")
-            job = submit(cl.api, probe.quick())
-            t = wait_state(cl.api, f"{job.id}.1", "Finished")
-            try:
-                f.wait_state(t.celery_id, "SUCCESS", timeout=3)
-                break
-            except AssertionError:
-                if time.monotonic() > deadline:
-                    raise
-        yield f
-    finally:
-        f.stop()
-
 
 def test_flower_terminate_cancels_running_task(cl, box, flower):
     tid, cid = running(cl, box, box.hold(on_term="exit"))

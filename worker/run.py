@@ -98,6 +98,8 @@ class Attempt:
         self.unrecorded: dict = {}
         #: Stopped on the main process's word (a cancel hpcq recorded): its grace still to read.
         self.marked = False
+        #: The command's stop ladder while it is supervised (``watch``).
+        self.tree: supervisor.Stopper | None = None
 
     # SIGTERM from Celery (revoke with terminate), from a pool shutdown or from our worker.
     def on_term(self, signum, frame):
@@ -138,9 +140,10 @@ class Attempt:
         except (TaskFailed, Ignore):
             raise
         except Exception as exc:
-            # A bug must not leave processes or a task stuck Running: the attempt is lost.
+            # A bug must not leave processes or a task stuck Running: the attempt is lost, once
+            # the command was given its grace (a bug is no reason to cut a clean-up short).
             log.exception("running %s", self.task_id)
-            supervisor.kill_now()
+            self.stop_after_bug()
             return self.finish("lost", None, Msg.worker_failed.format(exc), "", None)
         finally:
             if self.acct is not None:
@@ -148,6 +151,33 @@ class Attempt:
             signal.signal(signal.SIGTERM, old)
             if os.getppid() != self.parent:
                 os._exit(1)     # the worker's main process is gone: this pool process goes too
+
+    def stop_after_bug(self) -> None:
+        """The supervising code failed: stop the command as a cancel would, SIGTERM to its whole
+        tree, its grace (a stop already under way keeps its own deadline), then SIGKILL until
+        nothing of it is left; the caller then records the attempt lost.  Only a failure of the
+        stopping itself falls back to SIGKILL at once."""
+        tree = self.tree
+        try:
+            if tree is None or tree.done():
+                tree = supervisor.Stopper()      # every descendant of this pool process
+            if not tree.begun:
+                tree.begin(self.bug_grace())
+            tree.run()
+            if tree.root:
+                supervisor.reap(tree.root)
+        except Exception:
+            log.exception("stopping %s", self.task_id)
+        supervisor.kill_now()                    # whatever is left, or appeared meanwhile
+
+    def bug_grace(self) -> float:
+        """The grace of a stop begun by a bug: the cancel's own if one is recorded, else the
+        setting's."""
+        try:
+            grace = (self.store.task(self.task_id) or {}).get("cancel_grace")
+            return float(grace) if grace not in (None, "") else self.settings.task_cancel_grace_period
+        except Exception:
+            return self.settings.task_cancel_grace_period
 
     def supervise(self, pid: int, out, spool, spec: dict):
         why, status = self.watch(pid, float(spec.get("runtime") or 0), spool)
@@ -162,6 +192,7 @@ class Attempt:
         cfg = self.settings
         self.waiter = w = Waiter(pid)
         tree = supervisor.Stopper(pid)         # never reaps pid: its status is collected here
+        self.tree = tree
         now = time.monotonic()
         runtime_end = now + runtime if runtime else None
         next_poll = now + cfg.cancel_poll_interval
@@ -199,16 +230,9 @@ class Attempt:
                     next_poll = now + cfg.cancel_poll_interval
                     stop, force, grace = self.check(nudged and self.term)
                     self.term = False
-                    if stop and not why:
-                        why = stop
-                        tree.begin(cfg.task_cancel_grace_period if grace is None else grace, force)
-                        if grace is None:
-                            next_poll = now   # the cancel's own grace: from Redis, right away
-                    elif stop and force:
-                        tree.escalate()       # a forced cancel during the grace, a cold shutdown
-                    elif stop == why == "cancel" and self.marked:
-                        self.marked = False
-                        tree.regrace(grace)
+                    why = self.act(tree, why, stop, force, grace)
+                    if stop and grace is None:
+                        next_poll = now       # the cancel's own grace: from Redis, right away
                 if not why and runtime_end is not None and now >= runtime_end:
                     self.expire_runtime()
                     why = "cancel"
@@ -217,6 +241,27 @@ class Attempt:
             w.close()
             self.waiter = None
         return why, status
+
+    def act(self, tree: supervisor.Stopper, why: str | None, stop: str | None, force: bool,
+            grace: float | None) -> str | None:
+        """What ``check`` said, done to the tree; returns why the attempt is stopping now.
+
+        ``grace`` None means "a cancel hpcq recorded, its grace not read yet" (the main process's
+        stop mark): the ladder begins with the setting's grace and the next check, at once, reads
+        the cancel's own from Redis and regraces.  That mark can be read while a stop is already
+        under way (the poll saw the cancel in Redis before the revoke's signal arrived): it then
+        changes nothing but a forced cancel's escalation; the grace already running stands."""
+        if not stop:
+            return why
+        if not why:
+            tree.begin(self.settings.task_cancel_grace_period if grace is None else grace, force)
+            return stop
+        if force:
+            tree.escalate()           # a forced cancel during the grace, a cold shutdown
+        elif stop == why == "cancel" and self.marked and grace is not None:
+            self.marked = False
+            tree.regrace(grace)
+        return why
 
     def record_pid(self) -> None:
         try:
