@@ -78,7 +78,7 @@ return cjson.encode(out)
 """
 #: The hash fields the checker (and the sequence's choices) read.
 FIELDS = ("state", "node", "token", "nwait", "total", "next", "cut", "pre", "ntasks",
-          "fail_on_task_failure", "slots", "worker_pid", "rerunnable", "priority", "failed_sweeps",
+          "fail_on_task_failure", "slots", "worker_pid", "rerunnable", "priority", "failed_sweeps", "failed_sweep",
           "pwait", "held", "finish", "parents", "run_on_parent_failure", "parent_failed", "max_failed_instances", "cut_as",
           "a_cores", "a_memory", "a_gpus", "a_excl", "u_cores", "u_memory")
 
@@ -338,6 +338,9 @@ def _check_job(snap, j, jh, queue, on_sets, seen_units, instances) -> list[str]:
     marked = [t for t, th in tasks.items() if th.get("failed_sweeps") == "1"]
     if _i(jh.get("failed_sweeps")) != len(marked):
         bad.append(f"job {j}: failed_sweeps={jh.get('failed_sweeps')} but {len(marked)} sweep(s) are marked")
+    named = jh.get("failed_sweep")
+    if named is not None and named not in {f"{j}.{t}" for t in marked}:
+        bad.append(f"job {j}: failed_sweep names {named}, which is not a marked sweep")
     for t in marked:
         th = tasks[t]
         if th.get("state") != "Canceled" or not _i(th.get("i:Failed")):

@@ -244,7 +244,8 @@ def test_cancel_paths_end_state_and_wait_exit(url, api, path):
     assert api.get_job(job).state.value == expected
     assert api.get_task(f"{job}.1").state.value == task_state
     if path == "sweep master":
-        assert api.get_job(job).error_message == "1 task(s) failed."
+        assert api.get_job(job).error_message == (
+            f"The job failed because task {job}.1 was canceled with 4 failed instances.")
         # a requeue of the sweep takes the failure back: the job runs again and can finish
         run(url, "task", "requeue", f"{job}.1")
         assert api.get_job(job).state.value in ("Queued", "Running")

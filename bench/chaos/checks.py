@@ -216,8 +216,11 @@ class Checks:
                 i1.fail(f"job {jid} was {self.settled_states.get(jid)} when settled, "
                         f"{jstate} at the end")
             recount = Counter()
+            failed_sweeps = 0
             for t in range(1, len(j.tasks) + 1):
-                recount[(self.task_recs.get(f"{jid}.{t}") or {}).get("state")] += 1
+                trec = self.task_recs.get(f"{jid}.{t}") or {}
+                recount[trec.get("state")] += 1
+                failed_sweeps += trec.get("failed_sweeps") == "1"
             i5.checked += 1
             if int(rec.get("ntasks") or 0) != len(j.tasks):
                 i5.fail(f"job {jid}: ntasks {rec.get('ntasks')}, {len(j.tasks)} added")
@@ -225,7 +228,8 @@ class Checks:
                 if int(rec.get(f"c:{s}") or 0) != recount[s]:
                     i5.fail(f"job {jid}: c:{s} = {rec.get(f'c:{s}')}, recount {recount[s]}")
             i6.checked += 1
-            want = self.expected_end(jev, recount)
+            # a sweep canceled with failed instances counts against its job as a Failed task
+            want = self.expected_end(jev, recount + Counter(Failed=failed_sweeps))
             if want and jstate != want:
                 i6.fail(f"job {jid} is {jstate}, its tasks say {want} ({dict(recount)}; "
                         f"history {jev[-8:]})")

@@ -233,6 +233,8 @@ FIELDS = {
     "seq0": "a job: its tasks' queue scores are band + seq0 + task number (reserved at submit)",
     "failed_sweeps": "a sweep master: it ended Canceled with Failed instances; a job: how many "
                      "of its sweeps did (each counts against the job as a Failed task)",
+    "failed_sweep": "a job: the sweep master that last ended Canceled with Failed instances, "
+                    "named in the job's error (dropped when that sweep is requeued)",
     "u_cores": "a worker: the cores its tasks were given (a_cores summed over worker_tasks)",
     "u_memory": "a worker: the memory its tasks were given (a_memory summed over worker_tasks)",
 }
@@ -351,6 +353,8 @@ class Msg:
     job_never_submitted = "Job {} was canceled before it was submitted, so it cannot be requeued."
     task_never_submitted = "Task {} was canceled before its job was submitted, so it cannot be requeued."
     tasks_failed = "{} task(s) failed."
+    sweep_canceled_failed = "The job failed because task {} was canceled with {} failed instance{}."
+    sweeps_canceled_failed = "The job failed because {} task(s) failed and {} sweep(s) were canceled with failed instances (the last: task {}, {} failed)."
     retrying = "Attempt {}: {} Retry {} of {} in {} s."
     retries_spent = "Attempt {}: {} It was retried {} times (--retry), so it is not retried again."
     parent_failed = "The job failed without starting because its parent job {} is {}."

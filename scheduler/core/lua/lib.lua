@@ -193,6 +193,20 @@ end
 -- The job's state follows its tasks: Running once one runs; once none is left to run, Canceled
 -- if it was being canceled, else Failed if any task Failed, else Finished.  Not while an op goes
 -- over its tasks (lib_ops.lua): its last step refreshes it.
+--
+-- Why a job failed: HPC Pack's "N task(s) failed." when only tasks failed; a sweep canceled with
+-- failed instances counts as a failure too, and its job's error names it, else the job would
+-- show Failed with only a Canceled task and no failed one.
+local function job_failure_text(jk, failed, sweeps)
+  if sweeps == 0 then return string.format(MSG.tasks_failed, int(failed)) end
+  local m = redis.call('HGET', jk, F.failed_sweep)
+  local n = m and int(num(redis.call('HGET', K.task(m), 'i:' .. S.Failed))) or 0
+  if failed == 0 and sweeps == 1 and m then
+    return string.format(MSG.sweep_canceled_failed, m, n, n == 1 and '' or 's')
+  end
+  return string.format(MSG.sweeps_canceled_failed, int(failed), int(sweeps), m or '?', n)
+end
+
 local function job_refresh(j, ts)
   local jk = K.job(j)
   local jv = redis.call('HMGET', jk, F.state, F.op)
@@ -209,7 +223,7 @@ local function job_refresh(j, ts)
       if v[3] == '1' then
         enter('job', j, S.Finished, {ts = ts})     -- finished by the user, with its message
       elseif nf > 0 then
-        redis.call('HSET', jk, 'error', string.format(MSG.tasks_failed, int(nf)))
+        redis.call('HSET', jk, 'error', job_failure_text(jk, num(v[1]), num(v[2])))
         enter('job', j, S.Failed, {ts = ts})
       else
         enter('job', j, S.Finished, {ts = ts})
@@ -412,7 +426,9 @@ function EFFECT.reset(id, from, to, ctx)
   if ctx.count then redis.call('HINCRBY', K.task(id), ctx.count, 1) end
   if is_master(id) then
     if redis.call('HDEL', K.task(id), F.failed_sweeps) == 1 then
-      redis.call('HINCRBY', K.job(split_id(id)), F.failed_sweeps, -1)
+      local jk = K.job(split_id(id))
+      redis.call('HINCRBY', jk, F.failed_sweeps, -1)
+      if redis.call('HGET', jk, F.failed_sweep) == id then redis.call('HDEL', jk, F.failed_sweep) end
     end
     redis.call('HDEL', K.task(id), 'end_time', 'error', F.explicit, F.finish)
   else
@@ -473,6 +489,7 @@ function EFFECT.ended(id, from, to, ctx)
     -- a sweep canceled with instances that failed (killed while running): against its job
     redis.call('HSET', K.task(id), F.failed_sweeps, 1)
     redis.call('HINCRBY', K.job(j), F.failed_sweeps, 1)
+    redis.call('HSET', K.job(j), F.failed_sweep, id)
   end
   if i then
     local m = j .. '.' .. t
