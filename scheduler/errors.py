@@ -51,3 +51,9 @@ class WaitTimeout(HpcqError):
 
 class RedisUnavailable(HpcqError):
     """hpcq's Redis cannot be reached."""
+
+
+class NoCluster(HpcqError):
+    """The Redis answers but holds no hpcq cluster: no scheduler or worker ever ran against it
+    (most often the default URL, or a stale ``HPCQ_REDIS_URL``, naming another Redis).  Said
+    rather than reporting an empty cluster, or submitting work no worker will ever read."""

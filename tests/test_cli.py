@@ -210,3 +210,21 @@ def test_json_ids_of_new_add_submit(url):
     assert isinstance(one["id"], str) and ID_RE.match(one["id"]) and one["id"] != job
     assert run_json(url, "job", "wait", one["id"], "--timeout", "60")["state"] == "Finished"
     assert run_json(url, "job", "wait", job, "--timeout", "60")["state"] == "Finished"
+
+
+@pytest.mark.parametrize("args", [["job", "list"], ["node", "list"], ["job", "view", "1"],
+                                  ["job", "submit", "--", "true"]])
+def test_a_redis_that_holds_no_cluster_is_said_so(url, args):
+    """A Redis no scheduler or worker ever ran against (the default URL naming another Redis,
+    say) is not an empty cluster: every command says so, exit 1, and changes nothing there."""
+    other = url.rsplit("/", 1)[0] + "/9"
+    import redis
+    r = redis.Redis.from_url(other)
+    r.flushdb()
+    p = run(other, *args, code=1)
+    assert p.stdout == ""
+    assert p.stderr == (f"error: Redis at {other} holds no hpcq cluster (no scheduler or worker "
+                        "has run against it): set HPCQ_REDIS_URL to your cluster's URL (`hpcq up` "
+                        "prints the export line) or start `hpcq scheduler` and `hpcq worker` on it\n")
+    assert r.dbsize() == 0
+    assert run(url, *args[:2], "--help").returncode == 0

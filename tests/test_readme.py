@@ -7,9 +7,10 @@ from Python sections are taken from README.md itself, in order, and run against 
 - every ```sh block runs in ONE ``bash -euo pipefail`` session (variables carry over from block
   to block), in a fresh directory, after the ``export HPCQ_REDIS_URL=...`` line that hpcq up
   printed;
-- every ```python block runs, at its place in that order, with this venv's ``python``; the one
-  text substitution of the whole test is its ``Scheduler.connect("redis://127.0.0.1:6379/0")``
-  URL, which becomes the cluster's;
+- every ```python block runs as written, at its place in that order, with this venv's
+  ``python``, in that session (so with the exported ``HPCQ_REDIS_URL``): it must connect with
+  ``Scheduler.connect()``, and no block may name a Redis URL of its own (a README example that
+  hard-coded one ran against a Redis no worker read);
 - the blocks not run are recognized by ``role()``: ```text blocks (a sample of what a command
   prints), the install block(s) (each of their lines starts with ``python3 -m venv``: the test
   already runs in an installed environment, and the test-suite line is one of them) and the
@@ -43,8 +44,8 @@ from tests.support import MARKER_VAR, assert_no_leftovers, die_with_parent, new_
 README = Path(__file__).resolve().parent.parent / "README.md"
 #: The sections whose blocks must run, in the README's order.
 SECTIONS = ("Quick start", "A walk-through", "Cancel and requeue", "The same from Python")
-#: The URL the Python block connects to: the one text the test replaces (with the cluster's).
-README_URL = "redis://127.0.0.1:6379/0"
+#: How a Python block connects: to the cluster the exported HPCQ_REDIS_URL names.
+CONNECT = "Scheduler.connect()"
 #: Seconds for the whole README to run (it takes about a minute).
 SESSION_TIMEOUT = 150
 BLOCK_MARK = "@@README block {}@@"
@@ -140,12 +141,14 @@ def plan() -> tuple[Block, list[Block]]:
 
 def test_readme_blocks_are_all_classified():
     """The parse itself (fast, no cluster): every block of the four sections is run or
-    excluded, and the Python block connects to the URL the test replaces."""
+    excluded, and each Python block connects to the exported cluster, naming no URL."""
     cluster, runs = plan()
     assert cluster.commands() == ["hpcq up"]
     python = [b for b in runs if b.lang == "python"]
-    assert python and all(b.text.count(README_URL) == 1 for b in python), \
-        f"each Python block connects once to {README_URL}, the URL the test replaces"
+    assert python and all(b.text.count(CONNECT) == 1 for b in python), \
+        f"each Python block connects once, with {CONNECT} (HPCQ_REDIS_URL)"
+    for b in python:
+        assert not re.search(r"rediss?://", b.text), f"line {b.line}: a Python block names a Redis URL"
 
 
 # --- the cluster -------------------------------------------------------------------------------
@@ -173,7 +176,7 @@ def logs(state_dir: Path) -> str:
 
 def script(export: str, runs: list[Block], url: str, pydir: Path) -> str:
     """One bash script: the export line, then each block after a mark on stdout and stderr.
-    Python blocks run from files (their text, the URL replaced) with this venv's python."""
+    Python blocks run from files (their text as written) with this venv's python."""
     lines = [export]
     for n, b in enumerate(runs):
         mark = shlex.quote(BLOCK_MARK.format(n))
@@ -182,7 +185,7 @@ def script(export: str, runs: list[Block], url: str, pydir: Path) -> str:
             lines.append(b.text)
         else:
             path = pydir / f"readme_block_{n}.py"
-            path.write_text(b.text.replace(README_URL, url))
+            path.write_text(b.text)
             lines.append(f"{shlex.quote(sys.executable)} {shlex.quote(str(path))}")
     lines.append(f"printf '\\n%s %s\\n' {shlex.quote(BLOCK_MARK.format('end'))} \"$(date +%s.%N)\"")
     return "\n".join(lines) + "\n"

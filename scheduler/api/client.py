@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable, Iterator
 
-from scheduler.errors import InvalidInput, InvalidState, NotFound, RedisUnavailable, WaitTimeout
+from scheduler.errors import InvalidInput, InvalidState, NoCluster, NotFound, RedisUnavailable, WaitTimeout
 from scheduler.core.ids import TaskId, parse_job_id
 from scheduler.core.schema import cancel_texts
 from scheduler.api.model import JobSpec, Msg, TaskSpec, check_cancel_message
@@ -20,7 +20,7 @@ from scheduler.api.records import JobView, TaskView, instance_record
 from scheduler.settings import Settings, get_settings, mask_url
 from scheduler.core.states import JOB_END, TASK_END, JobState, TaskState
 from scheduler.core.store import Store
-from scheduler.api.connection import check_url, unreachable_message  # noqa: F401  (re-exported)
+from scheduler.api.connection import check_url, no_cluster_message, unreachable_message  # noqa: F401  (re-exported)
 from scheduler.api.submission import TaskInput, submission_checks, task_specs
 from scheduler.transport import make_celery, parse_celery_id, publish_revokes
 
@@ -56,8 +56,11 @@ class Scheduler(Control):
         return f"<Scheduler {mask_url(self.settings.redis_url)}>"
 
     @classmethod
-    def connect(cls, url: str | None = None, **settings) -> "Scheduler":
-        """Connect and PING; errors name the URL with its password masked."""
+    def connect(cls, url: str | None = None, require_cluster: bool = False,
+                **settings) -> "Scheduler":
+        """Connect (``url``, else ``HPCQ_REDIS_URL``) and PING; errors name the URL with its
+        password masked.  ``require_cluster``: raise ``NoCluster`` if no scheduler or worker
+        ever ran against that Redis (the CLI does: a wrong URL is not an empty cluster)."""
         cfg = get_settings(redis_url=url, **settings)
         check_url(cfg.redis_url)
         try:
@@ -68,6 +71,8 @@ class Scheduler(Control):
             store.ping()
         except RedisUnavailable as exc:  # its context is redis-py's own error
             raise RedisUnavailable(unreachable_message(cfg.redis_url, exc.__context__ or exc)) from None
+        if require_cluster and not store.holds_cluster():
+            raise NoCluster(no_cluster_message(cfg.redis_url))
         return cls(store, cfg)
 
     @property

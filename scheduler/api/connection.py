@@ -35,3 +35,10 @@ def unreachable_message(url: str, exc: BaseException) -> str:
                     "by HPCQ_REDIS_PASSWORD_FILE")
         return f"Redis at {where} refused the password: {str(exc).rstrip('.')}"
     return f"cannot reach Redis at {where}: {str(exc).removeprefix('cannot reach Redis: ')}"
+
+
+def no_cluster_message(url: str) -> str:
+    """One line for a Redis that answers but holds no hpcq cluster (``NoCluster``)."""
+    return (f"Redis at {mask_url(url)} holds no hpcq cluster (no scheduler or worker has run "
+            "against it): set HPCQ_REDIS_URL to your cluster's URL (`hpcq up` prints the export "
+            "line) or start `hpcq scheduler` and `hpcq worker` on it")

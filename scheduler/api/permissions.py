@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import getpass
 
-from scheduler.core import keys
-
 
 def current_user() -> str:
     return getpass.getuser()
 
 
 def publish_admins(store, names: str) -> None:
-    """The scheduler's part: HPCQ_ADMINS as it was started with, for every client to read."""
+    """The scheduler's part: HPCQ_ADMINS as it was started with, for every client to read (with
+    the mark that this Redis holds a cluster: ``Store.announce``)."""
     canonical = ",".join(sorted({n.strip() for n in (names or "").split(",") if n.strip()}))
-    store._do(store.redis.set, keys.ADMINS, canonical)
+    store.announce(canonical)

@@ -48,7 +48,8 @@ def settings() -> Settings:
 
 
 def connect() -> Scheduler:
-    return Scheduler.connect(settings().redis_url)
+    """The cluster of this invocation; a Redis that holds none is an error, not an empty list."""
+    return Scheduler.connect(settings().redis_url, require_cluster=True)
 
 
 def redact(text: str, *urls: str | None) -> str:

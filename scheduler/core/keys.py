@@ -8,10 +8,10 @@ from __future__ import annotations
 from scheduler.core.schema import KEYS, PREFIX, key
 
 (JOB_SEQ, JOBS, QUEUE, SEQ, ATTEMPT, WORKERS, DEADLINES, LEADER, WAKEUP, EVENTS, ENDED, PURGING,
- DELAYED, HELD, ADMINS, JOB_OPS, DISPATCHING) = (
+ DELAYED, HELD, ADMINS, JOB_OPS, DISPATCHING, CLUSTER) = (
     key(n) for n in ("JOB_SEQ", "JOBS", "QUEUE", "SEQ", "ATTEMPT", "WORKERS", "DEADLINES",
                      "LEADER", "WAKEUP", "EVENTS", "ENDED", "PURGING", "DELAYED", "HELD", "ADMINS",
-                     "JOB_OPS", "DISPATCHING"))
+                     "JOB_OPS", "DISPATCHING", "CLUSTER"))
 
 
 def job(job_id) -> str:

@@ -201,6 +201,8 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "job_children": ("job:{}:children", "set", "jobs waiting for this job to end (their parents "
                      "field names it)"),
     "job_key": ("jobkey:{}", "string", "the id of the job submitted with this idempotency key"),
+    "CLUSTER": ("cluster", "string", "when a scheduler or worker first ran against this Redis: "
+                "a Redis without it holds no hpcq cluster, and commands say so"),
     "ADMINS": ("admins", "string", "the administrators' user names, comma-separated, as the "
                "scheduler publishes HPCQ_ADMINS (clients never set it)"),
     "job_purge": ("purge:{}", "hash", "a job being purged: t, i = the task and instance left to delete"),

@@ -4,6 +4,7 @@ through here too."""
 from __future__ import annotations
 
 import json
+import time
 
 from scheduler.core import keys, schema
 from scheduler.core.scripts import Scripts
@@ -15,6 +16,20 @@ class Store(Scripts):
 
     def ping(self) -> None:
         self._do(self.redis.ping)
+
+    def holds_cluster(self) -> bool:
+        """Whether a scheduler or worker ever ran against this Redis (``keys.CLUSTER``)."""
+        return bool(self._do(self.redis.exists, keys.CLUSTER))
+
+    def announce(self, admins: str) -> None:
+        """The leading scheduler's word to every client, renewed with its lease: this Redis
+        holds an hpcq cluster (``CLUSTER``, set once), and its administrators (``ADMINS``)."""
+        def both():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.set(keys.CLUSTER, f"{time.time():.3f}", nx=True)
+            pipe.set(keys.ADMINS, admins)
+            pipe.execute()
+        self._do(both)
 
     # --- jobs and tasks -------------------------------------------------------------------
     def create_job(self, record: dict[str, str]) -> int:

@@ -28,6 +28,7 @@ if was ~= wstate and was ~= WS.online and was ~= WS.draining then
 end
 worker_enter(w, was or '', wstate, '', ts)
 redis.call('ZADD', K.WORKERS, ts, w)
+redis.call('SETNX', K.CLUSTER, ts)      -- this Redis holds an hpcq cluster (commands check)
 local listed, stale = {}, {}
 for k = 0, n - 1 do
   local id, tok = ARGV[13 + 2 * k], ARGV[14 + 2 * k]
