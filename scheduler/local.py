@@ -218,7 +218,9 @@ class LocalCluster:
         env = dict(os.environ, HPCQ_REDIS_URL=url, PYTHONUNBUFFERED="1")
         # the local cluster's task output lives with the rest of its state
         env.setdefault("HPCQ_SPOOL_DIR", os.path.join(self.state_dir, "spool"))
-        argv = [sys.executable, "-m", "scheduler.cli", *args]
+        # -P: the working directory is not put first on sys.path, so a `scheduler/` or `worker/`
+        # folder where `hpcq up` was started (a clone, say) is never run instead of hpcq itself
+        argv = [sys.executable, "-P", "-m", "scheduler.cli", *args]
         return Child(name, argv, os.path.join(self.log_dir, f"{name.split('@')[0]}.log"), env)
 
     def redact(self, text: str) -> str:

@@ -71,3 +71,37 @@ def test_up_runs_a_job_and_stops_leaving_nothing(sig, tmp_path):
     finally:
         up.kill()
         assert_no_leftovers(marker, timeout=5)
+
+
+def test_up_in_a_directory_with_a_scheduler_folder_runs_the_installed_hpcq(tmp_path):
+    """``hpcq up`` started where a ``scheduler/`` and a ``worker/`` folder lie (a clone of the
+    repository, say) runs the installed hpcq: its daemons do not import what is in the working
+    directory (issue 23, item 3)."""
+    cwd = tmp_path / "clone"
+    tripped = tmp_path / "imported-from-the-working-directory"
+    for pkg in ("scheduler", "scheduler/cli", "worker"):
+        (cwd / pkg).mkdir(parents=True)
+        (cwd / pkg / "__init__.py").write_text(
+            f"open({str(tripped)!r}, 'a').write({pkg!r} + '\\n')\n"
+            f"raise SystemExit('the {pkg} of the working directory was imported')\n")
+    marker = new_marker()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HPCQ_") and k != "PYTHONPATH"}
+    env.update({MARKER_VAR: marker, "PYTHONUNBUFFERED": "1"})
+    hpcq_bin = os.path.join(os.path.dirname(sys.executable), "hpcq")
+    up = Up([hpcq_bin, "up", "--port", str(free_port()), "--state-dir", str(tmp_path / "state"),
+             "--workers", "1", "--concurrency", "1"], env, cwd=cwd)
+    try:
+        url = wait_until(up.url, 60, "hpcq up to print the Redis URL")
+        s = Scheduler.connect(url)
+        job = s.create_job(name="cwd")
+        task = job.add_task(command="pwd")
+        s.submit_job(job)
+        assert job.wait(timeout=90) == JobState.Finished, "".join(up.err)
+        assert task.refresh().output == f"{os.getcwd()}\n"   # the submitter's directory
+        assert not tripped.exists(), tripped.read_text()
+        up.proc.send_signal(signal.SIGINT)
+        assert up.proc.wait(timeout=90) == 0, "".join(up.err)
+        assert_no_leftovers(marker, timeout=10, extra=up.tree())
+    finally:
+        up.kill()
+        assert_no_leftovers(marker, timeout=5)
