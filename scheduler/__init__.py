@@ -1,12 +1,12 @@
 """hpcq: HPC Pack's job and task model on Redis, with Celery workers running the commands.
 
     from scheduler import Scheduler
-    s = Scheduler.connect("redis://127.0.0.1:6379/0")
+    s = Scheduler.connect()      # the cluster HPCQ_REDIS_URL names
 """
 
 from scheduler.api.client import Job, Scheduler, Task
-from scheduler.errors import (CancelMessageTooLong, HpcqError, InvalidId, InvalidInput, InvalidState, NotFound,
-                     PermissionDenied, RedisUnavailable, WaitTimeout)
+from scheduler.errors import (CancelMessageTooLong, HpcqError, InvalidId, InvalidInput, InvalidState,
+                              NoCluster, NotFound, PermissionDenied, RedisUnavailable, WaitTimeout)
 from scheduler.api.model import JobSpec, TaskSpec
 from scheduler.core.ids import TaskId
 from scheduler.api.model import Priority
@@ -15,5 +15,5 @@ from scheduler.core.states import JobState, TaskState
 
 __all__ = ["Scheduler", "Job", "Task", "TaskId", "Priority", "JobState", "TaskState",
            "Settings", "get_settings", "HpcqError", "NotFound", "InvalidId", "InvalidInput",
-           "InvalidState", "RedisUnavailable", "WaitTimeout", "CancelMessageTooLong", "PermissionDenied",
+           "InvalidState", "NoCluster", "RedisUnavailable", "WaitTimeout", "CancelMessageTooLong", "PermissionDenied",
            "JobSpec", "TaskSpec"]
