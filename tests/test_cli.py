@@ -228,3 +228,11 @@ def test_a_redis_that_holds_no_cluster_is_said_so(url, args):
                         "prints the export line) or start `hpcq scheduler` and `hpcq worker` on it\n")
     assert r.dbsize() == 0
     assert run(url, *args[:2], "--help").returncode == 0
+
+
+def test_the_api_can_refuse_a_redis_that_holds_no_cluster(url):
+    from scheduler import NoCluster, Scheduler
+    other = url.rsplit("/", 1)[0] + "/9"
+    with pytest.raises(NoCluster, match=r"holds no hpcq cluster"):
+        Scheduler.connect(other, require_cluster=True)
+    assert isinstance(Scheduler.connect(url, require_cluster=True).get_job_list(), list)
