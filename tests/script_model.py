@@ -922,9 +922,13 @@ class Sequence:
     def op_lose_worker(self):
         w = self.rng.choice(list(self.WORKERS))
         self.desc = f"lose_worker {w}"
-        rev = self.store.lose_worker(w, Msg.worker_lost.format(w), Msg.never_started.format(w),
-                                     RETRY_CAP)
+        on = sorted(self.r.smembers(keys.worker_tasks(w)))
+        started = {r["celery_id"]: r.get("cancel_error") for r in self.store.tasks(on)
+                   if r.get("state") in ("Running", "Canceling")}
+        rev, ended = self.store.lose_worker(w, Msg.worker_lost.format(w),
+                                            Msg.never_started.format(w), RETRY_CAP)
         self.revoked(rev)
+        self.check_ended(w, ended, started)
         if self.rng.random() < 0.5:      # it really died: a new life holds nothing
             for u in list(self.held[w]):
                 self._retire(w, u)
@@ -933,6 +937,18 @@ class Sequence:
         else:                            # cut off: it still holds its attempts
             how = "cut off"
         return f"lose_worker {w} ({how}) -> {len(rev)} revoke(s)"
+
+    def check_ended(self, w, ended, started) -> None:
+        """What Flower is told of a lost worker: each attempt that had started there (Celery
+        saw it start), once, with a reason: the one recorded, or the cancel it was stopping for."""
+        if {cid for cid, _ in ended} != set(started) or len(ended) != len(started):
+            raise InvariantViolation(f"lose_worker {w}: ended {ended}, started {sorted(started)}")
+        for cid, reason in ended:
+            rec = self.store.task(cid[5:].rpartition("-")[0]) or {}
+            if not reason or reason not in (rec.get("error"), rec.get("last_error"), started[cid]):
+                raise InvariantViolation(f"lose_worker {w}: {cid}'s reason {reason!r} is not "
+                                         f"what was recorded ({rec.get('error')!r}, "
+                                         f"{rec.get('last_error')!r}, {started[cid]!r})")
 
     def op_heartbeat(self):
         rng = self.rng

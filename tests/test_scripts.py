@@ -810,11 +810,34 @@ def _(rig, r):
     return lambda: rig.store.take_lease("b", 5)
 
 
-@refusal("lose_worker/already-lost-and-holding-nothing", reply=[])
+@refusal("lose_worker/already-lost-and-holding-nothing", reply=([], []))
 def _(rig, r):
     rig.worker()
     rig.lose_worker()
     return lambda: rig.lose_worker()
+
+
+def test_lose_worker_names_what_had_started_with_its_reason(rig, r):
+    """What Flower is told of a lost worker (scheduler/celery_events.py): the attempts that had
+    started there, each with the reason recorded; not one that was only sent (Celery may never
+    have seen it).  A second call (it is lost already) names nothing."""
+    j = rig.job({}, {"is_rerunnable": False}, {}, {})
+    rig.worker()
+    got = rig.dispatch(want=4)
+    for uid in (f"{j}.1", f"{j}.2", f"{j}.3"):
+        rig.start(uid, got[uid])
+    assert rig.cancel_task(f"{j}.3", "stop it")[0] == "Canceling"
+    cid = {uid: f"hpcq-{uid}-{tok}" for uid, tok in got.items()}
+    revokes, ended = rig.lose_worker()
+    lost = Msg.worker_lost.format("w1")
+    assert sorted(ended) == sorted([(cid[f"{j}.1"], lost), (cid[f"{j}.2"], lost),
+                                    (cid[f"{j}.3"], rig.store.task(f"{j}.3")["error"])])
+    assert "stop it" in dict(ended)[cid[f"{j}.3"]]
+    assert rig.store.task(f"{j}.1")["state"] == "Queued"          # rerun: not Failed in hpcq,
+    assert rig.store.task(f"{j}.2")["error"] == lost              # but that attempt did end
+    assert rig.store.task(f"{j}.4")["state"] == "Queued" and revokes == []
+    assert rig.lose_worker() == ([], [])
+    assert_consistent(r)
 
 
 # the API's own checks, made before it calls a script

@@ -273,9 +273,10 @@ class Store(Scripts):
         self.call("leave", [name])
 
     def lose_worker(self, name: str, message: str, unstarted: str, retry_cap: int):
-        """Ends every attempt of a worker declared lost; returns the revokes to publish."""
-        flat = self.call("lose_worker", [name, message, unstarted, retry_cap])
-        return [(flat[k], flat[k + 1]) for k in range(0, len(flat), 2) if flat[k]]
+        """Ends every attempt of a worker declared lost: (revokes to publish, [(celery id,
+        reason)] of the attempts that had started there, for Celery's monitors)."""
+        flat, ended = self.call("lose_worker", [name, message, unstarted, retry_cap])
+        return (self.pairs(flat), [(ended[k], ended[k + 1]) for k in range(0, len(ended), 2)])
 
     def worker_states(self, names) -> list[str | None]:
         pipe = self.redis.pipeline(transaction=False)
