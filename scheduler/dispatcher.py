@@ -24,6 +24,7 @@ from scheduler.settings import Settings
 from scheduler.core.store import Store
 from scheduler.display import READ_BYTES, Display, url_secrets
 from scheduler.retention import Retention
+from scheduler.celery_events import announce_lost
 from scheduler.transport import DISPATCH_BATCH, make_celery, publish_revokes, send_attempts
 
 log = logging.getLogger("hpcq.scheduler")
@@ -103,21 +104,26 @@ class Dispatcher:
         scheduler killed between marking a task Dispatching and sending its message) are queued
         again.  A stale attempt, if it ever runs or ends, fails the token check, so this is always
         safe.  Right after this scheduler's own Redis outage nobody is declared lost: the silence
-        may be the outage's."""
+        may be the outage's.  The started attempts a lost worker held are shown ended in Flower
+        (the task-failed events that worker never sent: scheduler/celery_events.py)."""
         cfg = self.settings
         now = time.time() + self.clock_offset
         if time.monotonic() - self.connected_since >= cfg.worker_timeout:
             silent = self.store.dead_workers(now - cfg.worker_timeout)
-            # (two pipelined reads for all of them: stopped workers stay listed for a while)
-            for name, state, held in zip(silent, self.store.worker_states(silent),
-                                         self.store.busy_counts(silent)):
-                if state not in ("lost", "stopped") or held:
-                    revokes = self.store.lose_worker(name, Msg.worker_lost.format(name),
-                                                     Msg.never_started.format(name),
-                                                     cfg.task_retry_count)
-                    publish_revokes(self.celery, revokes)
-                    log.warning("worker %s is lost (no heartbeat for %g s); its tasks were "
-                                "ended or queued again", name, cfg.worker_timeout)
+            ended = {}    # {worker: its started attempts that ended}, for Celery's monitors
+            try:
+                # (two pipelined reads for all of them: stopped workers stay listed a while)
+                for name, state, held in zip(silent, self.store.worker_states(silent),
+                                             self.store.busy_counts(silent)):
+                    if state not in ("lost", "stopped") or held:
+                        revokes, ended[name] = self.store.lose_worker(
+                            name, Msg.worker_lost.format(name), Msg.never_started.format(name),
+                            cfg.task_retry_count)
+                        publish_revokes(self.celery, revokes)
+                        log.warning("worker %s is lost (no heartbeat for %g s); its tasks were "
+                                    "ended or queued again", name, cfg.worker_timeout)
+            finally:
+                announce_lost(self.celery, ended)     # never raises
             # forgotten 3 x worker_timeout after its last heartbeat, lost or stopped alike (a
             # stopped worker's score is 0), so `hpcq node list` shows either a while
             forget_before = now - 3 * cfg.worker_timeout

@@ -17,6 +17,8 @@ import psutil
 from scheduler.errors import RedisUnavailable
 from scheduler.api.model import Msg
 from scheduler.settings import Settings
+from scheduler.celery_events import announce_lost
+from scheduler.core.schema import TaskState
 from scheduler.transport import publish_revokes
 
 from . import markers
@@ -62,15 +64,23 @@ class Presence:
         if killed:
             log.warning("killed %d process(es) left by a previous run of %s", killed, name)
         st = self.store()
+        error = Msg.worker_lost.format(name)
+        ended = []      # what had started: Flower shows it running until told (celery_events)
         try:
             for entry in self.registry.entries():
-                self.lost(entry, Msg.worker_lost.format(name), kill=False, wait=True)
-            for tid in st.worker_tasks(name):
-                rec = st.task(tid) or {}
-                st.finish(tid, rec.get("token", ""), "lost", error=Msg.worker_lost.format(name),
-                          retry_cap=self.settings.task_retry_count)
+                reply = self.lost(entry, error, kill=False, wait=True)
+                if reply and reply[1] and not entry.get("result"):
+                    ended.append((entry["celery_id"], reply[1]))
+            tids = st.worker_tasks(name)
+            for tid, rec in zip(tids, st.tasks(tids)):
+                _, reason, _ = st.finish(tid, rec.get("token", ""), "lost", error=error,
+                                         retry_cap=self.settings.task_retry_count)
+                if reason and rec.get("state") != TaskState.Dispatching and rec.get("celery_id"):
+                    ended.append((rec["celery_id"], reason))
         except RedisUnavailable as exc:
             log.warning("%s: the heartbeat will reconcile later", exc)
+        finally:
+            announce_lost(self.app, {name: ended})
 
     def start(self) -> None:
         if self.threads:
@@ -153,9 +163,12 @@ class Presence:
                 self.lost(entry, Msg.supervisor_died.format(
                     self.name, cause or f"pid {entry.get('pool_pid')}, killed or crashed"))
 
-    def lost(self, entry: dict, error: str, kill: bool = True, wait: bool = False) -> None:
+    def lost(self, entry: dict, error: str, kill: bool = True, wait: bool = False):
         """The attempt's supervisor is gone: kill its processes, then record its held result or
-        record it lost (rerun if rerunnable).  Token-checked, so doing it twice is harmless."""
+        record it lost (rerun if rerunnable).  Token-checked, so doing it twice is harmless.
+        Returns Store.finish's reply (its message empty if the attempt had ended already), or
+        None if nothing was recorded.  Celery is not told: while the worker's main process
+        lives, Celery reports a dead pool process itself (task-failed, WorkerLostError)."""
         with self.lock:
             cid = entry["celery_id"]
             if not os.path.exists(self.registry.path(cid)):
@@ -178,6 +191,7 @@ class Presence:
                         args[4] or "its held result", reply[0])
             if reply[2]:
                 publish_revokes(self.app, reply[2])
+            return reply
 
     # --- shutdown -----------------------------------------------------------------------------
     def shutting_down(self, how: str) -> None:
