@@ -6,6 +6,7 @@ finish, and owner checks."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -61,6 +62,33 @@ def job_view(url, job) -> dict:
     return json.loads(run(url, "job", "view", str(job), "--json").stdout)
 
 
+@contextlib.contextmanager
+def gate(tmp_path, name: str = "gate"):
+    """A command that runs until the test opens its gate, and the opener (also called as the
+    block ends, so a failing test leaves nothing holding the module's workers).  A task that must
+    still be running at some point of a test waits on this, never on a ``sleep N``: under load
+    the test's own CLI calls take seconds each and outlast any N (issue 23)."""
+    path = tmp_path / name
+    try:
+        yield f"until [ -e {path} ]; do sleep 0.05; done", path.touch
+    finally:
+        path.touch()
+
+
+def dispatch_passes(url) -> list[str]:
+    """Two jobs, each submitted once the previous one has ended: once this returns, a full
+    dispatch pass (every worker, the whole queue) has run that began after everything queued
+    before the call - the condition a test means by "the scheduler had its chance to start it",
+    instead of a sleep.  Each submission wakes a full pass; only the one pass under way when the
+    first was queued (over one worker's freed slot, say) can start a probe without being one, so
+    the second probe starts in a full pass at the earliest.  Returns the probes' job ids."""
+    probes = []
+    for _ in range(2):
+        probes.append(submit(url, "--", "true"))
+        wait(url, probes[-1])
+    return probes
+
+
 def env_of(url, tid) -> dict:
     """The task printed its environment (``env``) as its output."""
     return dict(line.split("=", 1) for line in view(url, tid)["output"].splitlines() if "=" in line)
@@ -102,18 +130,20 @@ def test_a_task_runs_only_where_all_it_asks_fits_and_sees_what_it_got(url):
 
 def test_a_task_larger_than_every_worker_waits_with_a_reason_or_is_refused_when_strict(url):
     job = submit(url, "--cores", "16", "--", "true")
-    time.sleep(1.0)    # several dispatch passes
+    dispatch_passes(url)
     t = view(url, f"{job}.1")
     assert t["state"] == "Queued" and t["reason"] == "needs 16 cores; the largest worker has 8"
-    t = view(url, submit(url, "--group", "nope", "--", "true") + ".1")
+    nope = submit(url, "--group", "nope", "--", "true")
+    t = view(url, nope + ".1")
     assert t["reason"] == "needs node group nope; no online worker is in it"
-    t = view(url, submit(url, "--group", "bigmem", "--gpus", "1", "--", "true") + ".1")
+    gpu = submit(url, "--group", "bigmem", "--gpus", "1", "--", "true")
+    t = view(url, gpu + ".1")
     assert t["reason"] == "needs 1 GPU; the most any worker in group bigmem has is 0"
     before = json.loads(run(url, "job", "list", "--all", "--json").stdout)
     p = run(url, "job", "submit", "--strict", "--cores", "16", "--", "true", code=1)
     assert p.stderr == "error: task 1 needs 16 cores; the largest worker has 8\n"
     assert json.loads(run(url, "job", "list", "--all", "--json").stdout) == before
-    for j in (job, str(int(job) + 1), str(int(job) + 2)):
+    for j in (job, nope, gpu):
         run(url, "job", "cancel", j)
 
 
@@ -137,17 +167,28 @@ def test_exclusive_task_runs_alone_on_its_worker(url, tmp_path):
         assert t["end"] <= x["start"] or t["start"] >= x["end"], (t, x)
 
 
-def test_an_exclusive_job_keeps_other_jobs_off_its_workers(url):
-    excl = run(url, "job", "new", "--exclusive", "--group", "quad").stdout.strip()
-    run(url, "job", "add", excl, "--sweep", "1-2", "--", "sleep 5")
-    run(url, "job", "submit", excl)
-    wait_until(lambda: view(url, f"{excl}.1.2")["state"] == "Running", 20, "the exclusive job to run")
-    other = submit(url, "--group", "quad", "--", "true")
-    time.sleep(0.6)
-    assert view(url, f"{other}.1")["state"] == "Queued"   # 2 of 4 cores free, but not for it
-    wait(url, excl)
-    wait(url, other)
-    assert view(url, f"{other}.1")["start_time"] >= job_view(url, excl)["end_time"] - 0.5
+def test_an_exclusive_job_keeps_other_jobs_off_its_workers(url, tmp_path):
+    """While an exclusive job's two tasks hold 2 of quad's 4 cores, another job's 1-core task for
+    group quad stays Queued through full dispatch passes and starts only once the exclusive
+    job's last task has left.  (Its tasks used to be ``sleep 5``: under load the CLI calls
+    between seeing them run and looking at the other task took longer, the job had ended, and
+    the other task had rightly run: issue 23.)"""
+    with gate(tmp_path) as (hold, open_gate):
+        excl = run(url, "job", "new", "--exclusive", "--group", "quad").stdout.strip()
+        run(url, "job", "add", excl, "--sweep", "1-2", "--", hold)
+        run(url, "job", "submit", excl)
+        for tid in (f"{excl}.1.1", f"{excl}.1.2"):
+            wait_until(lambda: view(url, tid)["state"] == "Running", 60, "the exclusive job to run")
+            assert view(url, tid)["node"] == "quad@hpc"
+        other = submit(url, "--group", "quad", "--", "true")
+        for probe in dispatch_passes(url):      # other jobs too, free to go anywhere else
+            assert view(url, f"{probe}.1")["node"] != "quad@hpc"
+        assert view(url, f"{other}.1")["state"] == "Queued"   # 2 of 4 cores free, but not for it
+        open_gate()
+        wait(url, excl)
+        wait(url, other)
+    ended = max(view(url, f"{excl}.1.{i}")["end_time"] for i in (1, 2))
+    assert view(url, f"{other}.1")["start_time"] >= ended
 
 
 def test_a_large_task_is_not_starved_by_later_small_ones(url):
@@ -205,16 +246,19 @@ def test_a_sweep_may_allow_some_failed_instances(url):
 
 # --- jobs depending on jobs, holds, modify, adding work, keys, finish -------------------------
 
-def test_dependent_jobs_wait_for_their_parents_and_fail_with_a_failed_one(url):
-    parent = run(url, "job", "new", "--name", "parent").stdout.strip()
-    run(url, "job", "add", parent, "--", "sleep 3; exit 1")
-    child = submit(url, "--depends-on-job", parent, "--", "true")
-    anyway = submit(url, "--depends-on-job", parent, "--run-on-parent-failure", "--", "true")
-    run(url, "job", "submit", parent)
-    time.sleep(0.5)
-    v = job_view(url, child)
-    assert v["state"] == "Queued" and v["reason"] == f"waiting for job {parent} to end"
-    wait(url, parent, code=1)
+def test_dependent_jobs_wait_for_their_parents_and_fail_with_a_failed_one(url, tmp_path):
+    with gate(tmp_path) as (hold, open_gate):
+        parent = run(url, "job", "new", "--name", "parent").stdout.strip()
+        run(url, "job", "add", parent, "--", f"{hold}; exit 1")
+        child = submit(url, "--depends-on-job", parent, "--", "true")
+        anyway = submit(url, "--depends-on-job", parent, "--run-on-parent-failure", "--", "true")
+        run(url, "job", "submit", parent)
+        wait_until(lambda: job_view(url, parent)["state"] == "Running", 60, "the parent to run")
+        dispatch_passes(url)
+        v = job_view(url, child)
+        assert v["state"] == "Queued" and v["reason"] == f"waiting for job {parent} to end"
+        open_gate()
+        wait(url, parent, code=1)
     wait(url, child, code=1)
     v = job_view(url, child)
     assert v["error_message"] == f"The job failed without starting because its parent job {parent} is Failed."
@@ -229,17 +273,19 @@ def test_dependent_jobs_wait_for_their_parents_and_fail_with_a_failed_one(url):
 
 
 def test_hold_until_and_modify(url):
+    """(A hold's reason is looked at only on an hour-long hold: a few seconds' one may be over
+    before the CLI call looking at it reads Redis, under load.)"""
     hold = time.time() + 3.0
     job = submit(url, "--hold-until", iso(hold)[:-5], "--", "true")    # local, no offset
-    assert job_view(url, job)["reason"].startswith("held until ")
     wait(url, job)
     assert view(url, f"{job}.1")["start_time"] >= hold - 0.05
     # modify while Queued: a priority, then a nearer hold
-    job = submit(url, "--hold-until", iso(time.time() + 3600), "--", "true")
+    job = submit(url, "--hold-until", iso(time.time() + 3600)[:-5], "--", "true")
+    assert job_view(url, job)["reason"].startswith("held until ")
     run(url, "job", "modify", job, "--priority", "Highest")
     v = job_view(url, job)
     assert v["priority"] == "Highest" and v["reason"].startswith("held until ")
-    time.sleep(0.6)
+    dispatch_passes(url)
     assert view(url, f"{job}.1")["state"] == "Queued"
     soon = time.time() + 1.0
     run(url, "job", "modify", job, "--hold-until", iso(soon))
@@ -260,13 +306,16 @@ def iso(t: float) -> str:
         time.strftime("%z", time.localtime(t))
 
 
-def test_tasks_added_to_a_running_job_are_queued_at_once(url):
-    job = run(url, "job", "new").stdout.strip()
-    run(url, "job", "add", job, "--name", "first", "--", "sleep 5")
-    run(url, "job", "submit", job)
-    wait_until(lambda: job_view(url, job)["state"] == "Running", 20, "the job to run")
-    t = run(url, "job", "add", job, "--depends-on", "first", "--", "echo added").stdout.strip()
-    wait(url, job)
+def test_tasks_added_to_a_running_job_are_queued_at_once(url, tmp_path):
+    with gate(tmp_path) as (hold, open_gate):
+        job = run(url, "job", "new").stdout.strip()
+        run(url, "job", "add", job, "--name", "first", "--", hold)
+        run(url, "job", "submit", job)
+        wait_until(lambda: job_view(url, job)["state"] == "Running", 60, "the job to run")
+        t = run(url, "job", "add", job, "--depends-on", "first", "--", "echo added").stdout.strip()
+        assert view(url, t)["state"] == "Queued"
+        open_gate()
+        wait(url, job)
     added = view(url, t)
     assert added["state"] == "Finished" and added["start_time"] >= view(url, f"{job}.1")["end_time"]
 
@@ -301,17 +350,20 @@ def test_finish_stops_what_runs_and_ends_finished(url):
 
 # --- owners ------------------------------------------------------------------------------------
 
-def test_only_the_owner_or_an_administrator_may_change_a_job(url):
-    job = submit(url, "--", "sleep 30", user="alice")
-    assert job_view(url, job)["owner"] == "alice"
-    for args in (("job", "cancel", job), ("job", "requeue", job), ("job", "finish", job),
-                 ("job", "modify", job, "--priority", "Highest"), ("task", "cancel", f"{job}.1"),
-                 ("task", "requeue", f"{job}.1"), ("task", "finish", f"{job}.1")):
-        p = run(url, *args, code=1, user="bob", env={"HPCQ_ADMINS": "bob"})
-        assert p.stderr.startswith(
-            f"error: only the job's owner or an administrator can {args[1]} {args[0]} {args[2]}"), p.stderr
-    assert job_view(url, job)["state"] in ("Queued", "Running")
-    run(url, "job", "cancel", job, user=ADMIN)
-    assert job_view(url, job)["state"] == "Canceled"
-    mine = submit(url, "--", "sleep 30", user="alice")
-    run(url, "job", "cancel", mine, user="alice")
+def test_only_the_owner_or_an_administrator_may_change_a_job(url, tmp_path):
+    """(The job runs until canceled, not ``sleep 30``, which the eight CLI calls before the
+    cancel can outlast under load.)"""
+    with gate(tmp_path) as (hold, _):
+        job = submit(url, "--", hold, user="alice")
+        assert job_view(url, job)["owner"] == "alice"
+        for args in (("job", "cancel", job), ("job", "requeue", job), ("job", "finish", job),
+                     ("job", "modify", job, "--priority", "Highest"), ("task", "cancel", f"{job}.1"),
+                     ("task", "requeue", f"{job}.1"), ("task", "finish", f"{job}.1")):
+            p = run(url, *args, code=1, user="bob", env={"HPCQ_ADMINS": "bob"})
+            assert p.stderr.startswith(
+                f"error: only the job's owner or an administrator can {args[1]} {args[0]} {args[2]}"), p.stderr
+        assert job_view(url, job)["state"] in ("Queued", "Running")
+        run(url, "job", "cancel", job, user=ADMIN)
+        assert job_view(url, job)["state"] == "Canceled"
+        mine = submit(url, "--", "sleep 30", user="alice")
+        run(url, "job", "cancel", mine, user="alice")
