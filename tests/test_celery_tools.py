@@ -8,17 +8,16 @@ Celery 5.7 has no ``control revoke --terminate``: the terminate command is
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from tests.fixtures_cancel import QUEUED_MSG, RUNNING_MSG, Box, box, boxes, cl, stays, submit, task_hash, wait_file, wait_state  # noqa: F401
 from tests.fixtures_cancel import GRACE, flower  # noqa: F401
 from tests.support import running_cluster, wait_until, with_db
+from tests.support.flower import Flower
 
 ROOT = Path(__file__).resolve().parent.parent
 
