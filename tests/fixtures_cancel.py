@@ -173,7 +173,14 @@ def wait_job(api, job_id, states, timeout: float = 30.0):
 
 
 def wait_file(box: Box, name: str, timeout: float = 30.0) -> None:
-    wait_until(lambda: box.has(name), timeout, f"{box.f(name)} to exist")
+    """Until the command has written ``name``: it exists and holds something (the shell creates
+    a file for ``date > f`` before ``date`` writes to it)."""
+    def written():
+        try:
+            return box.f(name).stat().st_size > 0
+        except FileNotFoundError:
+            return False
+    wait_until(written, timeout, f"{box.f(name)} to be written")
 
 
 def submit(api, *commands, name: str = "", **task_fields):

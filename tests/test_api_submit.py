@@ -9,7 +9,7 @@ import inspect
 
 import pytest
 
-from tests.support import hpcq
+from tests.support import as_cluster, hpcq
 from scheduler import InvalidInput, JobState, NotFound, Scheduler, TaskState
 from scheduler import cli as cli_module
 from scheduler.api import client
@@ -19,7 +19,8 @@ from scheduler.core.store import Store
 
 
 @pytest.fixture
-def s(redis_url):
+def s(redis_url, r):
+    as_cluster(r)              # a cluster whose daemons are down: the CLI's submit goes in
     return Scheduler.connect(redis_url)
 
 

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from tests.support import free_port, wait_until
-from tests.support import describe, hpcq
+from tests.support import as_cluster, describe, hpcq
 from tests.support.procs import cmdlines
 from tests.support import RedisServer
 
@@ -156,6 +156,7 @@ def test_malformed_url_does_not_show_the_password():
 
 def test_password_file_with_a_bare_url(server, bare_url, pw_file):
     server.client().flushall()
+    as_cluster(server.client())
     p = cli(bare_url, "job", "submit", "--name", "pwfile", "--", "true",
             HPCQ_REDIS_PASSWORD_FILE=pw_file)
     job = p.stdout.strip()

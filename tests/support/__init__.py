@@ -10,7 +10,7 @@
 
 Import from the modules or from here: ``from tests.support import wait_until, free_port``."""
 
-from tests.support.cluster import (CLUSTER_ENV, MARKER_VAR, Cluster, assert_no_leftovers, marked_processes,
+from tests.support.cluster import (CLUSTER_ENV, MARKER_VAR, Cluster, as_cluster, assert_no_leftovers, marked_processes,
                                    dump_logs, new_marker, running_cluster, task_processes, with_db)
 from tests.support.hpcq import hpcq
 from tests.support.ports import free_port
@@ -20,7 +20,7 @@ from tests.support.redis_server import REDIS_SERVER_BIN, RedisServer
 from tests.support.wait import wait_until
 
 __all__ = [
-    "CLUSTER_ENV", "MARKER_VAR", "Cluster", "assert_no_leftovers", "dump_logs", "marked_processes", "new_marker",
+    "CLUSTER_ENV", "MARKER_VAR", "Cluster", "as_cluster", "assert_no_leftovers", "dump_logs", "marked_processes", "new_marker",
     "running_cluster", "task_processes", "with_db", "hpcq", "free_port", "PROC_MARKER_VAR", "Proc",
     "Procs", "alive", "assert_gone", "attempt_processes", "descendants", "describe", "die_with_parent",
     "no_task_processes", "processes", "REDIS_SERVER_BIN", "RedisServer", "wait_until",

@@ -68,6 +68,14 @@ def assert_no_leftovers(marker: str, timeout: float = 10.0, extra=()) -> None:
     assert_gone(left, timeout)
 
 
+def as_cluster(client) -> None:
+    """Make the Redis behind ``client`` one that holds an hpcq cluster whose daemons are not
+    running now (what a scheduler's lease or a worker's heartbeat marks: ``keys.CLUSTER``), for
+    tests of the CLI with no scheduler or worker; commands refuse a Redis without the mark."""
+    from scheduler.core import keys
+    client.set(keys.CLUSTER, "0")
+
+
 def with_db(url: str, db: int) -> str:
     """The same Redis server, another database number."""
     base = url.rsplit("/", 1)[0] if url.count("/") >= 3 else url
