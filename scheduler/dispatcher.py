@@ -174,8 +174,10 @@ class Dispatcher:
                         self.leading = leader
                         nudged = {"*"}
                     if leader:
-                        # the leader's HPCQ_ADMINS is the cluster's (permissions.py)
-                        permissions.publish_admins(self.store, self.settings.admins)
+                        # the leader's HPCQ_ADMINS (permissions.py) and cancel grace period
+                        # (lib_stop.lua) are the cluster's
+                        self.store.announce(permissions.canonical_admins(self.settings.admins),
+                                            self.settings.task_cancel_grace_period)
                 if not self.leading:
                     self.stopping.wait(renew)
                     continue

@@ -17,6 +17,7 @@ recorded lost."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import pytest
 import redis
 
 from tests.fixtures_cancel import RUNNING_MSG, Box, flower, submit, wait_state  # noqa: F401
-from tests.support import running_cluster, wait_until, with_db
+from tests.support import hpcq, running_cluster, wait_until, with_db
 from tests.test_celery_tools import celery
 
 #: The cluster's cancel grace period, and how long the command that cleans up takes to.
@@ -119,6 +120,26 @@ def test_a_cancel_gives_a_running_task_its_grace(cl, tmp_path, request, path):
     assert lived >= GRACE - 0.3, f"SIGKILLed {lived:.2f} s after SIGTERM, grace {GRACE}:\n{log}"
     assert ends[1].exit_code == -9
     assert box.alive() == []
+
+
+def test_the_cluster_grace_is_the_schedulers_not_the_clients(cl, tmp_path):
+    """HPC Pack's TaskCancelGracePeriod is one cluster setting: a cancel without ``--grace``
+    records the leading scheduler's, the worker gives the command that, and the CLI says that,
+    whatever the client's own environment holds."""
+    box = Box(tmp_path / "box")
+    job = submit(cl.api, command(box, "ignore"))
+    tid = f"{job.id}.1"
+    wait_state(cl.api, tid, "Running")
+    wait_until(lambda: box.has("started.ignore"), 30, "the command to start")
+    p = hpcq("task", "cancel", tid, redis_url=cl.redis_url, timeout=GRACE + 60,
+             env={"HPCQ_TASK_CANCEL_GRACE_PERIOD": "40"})
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert p.stdout == f"{tid} Failed\n"
+    assert re.search(rf"SIGKILL in [{int(GRACE) - 1}{int(GRACE)}] s", p.stderr), p.stderr
+    assert cl.api.store.task(tid)["cancel_grace"] == f"{GRACE:g}"
+    t = cl.api.get_task(tid)
+    lived = t.end_time - box.time_of("term.ignore")
+    assert GRACE - 0.3 <= lived < GRACE + 10, f"SIGKILLed {lived:.2f} s after SIGTERM"
 
 
 # --- a bug in the supervising code ---------------------------------------------------------

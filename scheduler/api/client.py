@@ -280,10 +280,19 @@ class Scheduler(Control):
     def _job(self, job) -> "Job":
         return job if isinstance(job, Job) else self.get_job(job)
 
+    def cancel_grace(self, grace: float | None = None) -> float:
+        """The grace period a cancel (or finish) given ``grace`` gets: its own, else the
+        cluster's (the leading scheduler's HPCQ_TASK_CANCEL_GRACE_PERIOD, which the cancel step
+        records for the worker), else this client's setting (no scheduler has published one)."""
+        if grace is not None:
+            return grace
+        cluster = self.store.cancel_grace()
+        return cluster if cluster is not None else self.settings.task_cancel_grace_period
+
     def _cancel_timeout(self, timeout, grace) -> float:
         if timeout is not None:
             return timeout
-        return (grace if grace is not None else self.settings.task_cancel_grace_period) + 60
+        return self.cancel_grace(grace) + 60
 
     @staticmethod
     def _wait(predicate: Callable[[], bool], timeout: float | None, what: str) -> None:

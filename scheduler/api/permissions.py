@@ -20,8 +20,6 @@ def current_user() -> str:
     return getpass.getuser()
 
 
-def publish_admins(store, names: str) -> None:
-    """The scheduler's part: HPCQ_ADMINS as it was started with, for every client to read (with
-    the mark that this Redis holds a cluster: ``Store.announce``)."""
-    canonical = ",".join(sorted({n.strip() for n in (names or "").split(",") if n.strip()}))
-    store.announce(canonical)
+def canonical_admins(names: str) -> str:
+    """HPCQ_ADMINS as the scheduler publishes it (``Store.announce``): sorted, no blanks."""
+    return ",".join(sorted({n.strip() for n in (names or "").split(",") if n.strip()}))

@@ -58,7 +58,7 @@ def job_finish(job, message, grace, no_wait, as_json):
     if not no_wait:
         stopping.wait_stopped(f"job {j.id}", done=lambda: j.refresh().state in JOB_END,
                               left=lambda: j.refresh().counts.get("Canceling", 0),
-                              grace=grace if grace is not None else s.settings.task_cancel_grace_period,
+                              grace=s.cancel_grace(grace),
                               quiet=as_json)
     if as_json:
         render.emit_json(j.refresh().to_dict())

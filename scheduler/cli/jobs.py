@@ -229,8 +229,7 @@ def job_cancel(job, message, force, graceful, grace, no_wait, as_json):
             c = counts.counts()
             return c.get("Canceling", 0) + (c.get("Running", 0) + c.get("Dispatching", 0) if graceful else 0)
         stopping.wait_stopped(f"job {j.id}", done=lambda: j.refresh().state in JOB_END, left=left,
-                              grace=0.0 if force else (grace if grace is not None
-                                                       else s.settings.task_cancel_grace_period),
+                              grace=0.0 if force else s.cancel_grace(grace),
                               graceful=graceful, quiet=as_json)
     _print_state(j, as_json)
 

@@ -47,8 +47,7 @@ def task_cancel(task, message, force, grace, no_wait, as_json):
     if not no_wait:
         stopping.wait_stopped(f"task {t.id}", done=lambda: t.refresh().state in TASK_END,
                               left=lambda: _still_stopping(t),
-                              grace=0.0 if force else (grace if grace is not None
-                                                       else s.settings.task_cancel_grace_period),
+                              grace=0.0 if force else s.cancel_grace(grace),
                               quiet=as_json)
     _print_state(t, as_json)
 
@@ -91,7 +90,7 @@ def task_finish(task, message, grace, no_wait, as_json):
     if not no_wait:
         stopping.wait_stopped(f"task {t.id}", done=lambda: t.refresh().state in TASK_END,
                               left=lambda: _still_stopping(t),
-                              grace=grace if grace is not None else s.settings.task_cancel_grace_period,
+                              grace=s.cancel_grace(grace),
                               quiet=as_json)
     _print_state(t, as_json)
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 from scheduler.core.schema import KEYS, PREFIX, key
 
 (JOB_SEQ, JOBS, QUEUE, SEQ, ATTEMPT, WORKERS, DEADLINES, LEADER, WAKEUP, EVENTS, ENDED, PURGING,
- DELAYED, HELD, ADMINS, JOB_OPS, DISPATCHING, CLUSTER) = (
+ DELAYED, HELD, ADMINS, JOB_OPS, DISPATCHING, CLUSTER, CANCEL_GRACE) = (
     key(n) for n in ("JOB_SEQ", "JOBS", "QUEUE", "SEQ", "ATTEMPT", "WORKERS", "DEADLINES",
                      "LEADER", "WAKEUP", "EVENTS", "ENDED", "PURGING", "DELAYED", "HELD", "ADMINS",
-                     "JOB_OPS", "DISPATCHING", "CLUSTER"))
+                     "JOB_OPS", "DISPATCHING", "CLUSTER", "CANCEL_GRACE"))
 
 
 def job(job_id) -> str:

@@ -203,6 +203,9 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "job_key": ("jobkey:{}", "string", "the id of the job submitted with this idempotency key"),
     "CLUSTER": ("cluster", "string", "when a scheduler or worker first ran against this Redis: "
                 "a Redis without it holds no hpcq cluster, and commands say so"),
+    "CANCEL_GRACE": ("cancel_grace", "string", "the cluster's cancel grace period in seconds, as the "
+                     "leading scheduler was started with (HPCQ_TASK_CANCEL_GRACE_PERIOD): what a "
+                     "cancel without a grace of its own records for the worker"),
     "ADMINS": ("admins", "string", "the administrators' user names, comma-separated, as the "
                "scheduler publishes HPCQ_ADMINS (clients never set it)"),
     "job_purge": ("purge:{}", "hash", "a job being purged: t, i = the task and instance left to delete"),

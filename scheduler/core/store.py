@@ -21,15 +21,22 @@ class Store(Scripts):
         """Whether a scheduler or worker ever ran against this Redis (``keys.CLUSTER``)."""
         return bool(self._do(self.redis.exists, keys.CLUSTER))
 
-    def announce(self, admins: str) -> None:
+    def announce(self, admins: str, cancel_grace: float) -> None:
         """The leading scheduler's word to every client, renewed with its lease: this Redis
-        holds an hpcq cluster (``CLUSTER``, set once), and its administrators (``ADMINS``)."""
-        def both():
+        holds an hpcq cluster (``CLUSTER``, set once), its administrators (``ADMINS``) and its
+        cancel grace period (``CANCEL_GRACE``)."""
+        def all_three():
             pipe = self.redis.pipeline(transaction=False)
             pipe.set(keys.CLUSTER, f"{time.time():.3f}", nx=True)
             pipe.set(keys.ADMINS, admins)
+            pipe.set(keys.CANCEL_GRACE, f"{cancel_grace:g}")
             pipe.execute()
-        self._do(both)
+        self._do(all_three)
+
+    def cancel_grace(self) -> float | None:
+        """The cluster's cancel grace period (``announce``), None if no scheduler published one."""
+        value = self._do(self.redis.get, keys.CANCEL_GRACE)
+        return float(value) if value not in (None, b"", "") else None
 
     # --- jobs and tasks -------------------------------------------------------------------
     def create_job(self, record: dict[str, str]) -> int:

@@ -16,8 +16,12 @@ local function cancel_unit(id, ts, o, out)
   if o.graceful and (st == S.Running or st == S.Canceling) then return end
   if o.finish then redis.call('HSET', tk, F.finish, '1') end
   if st == S.Running then
+    -- without a grace of its own, the cluster's (HPC Pack's TaskCancelGracePeriod is one
+    -- cluster setting): what the worker gives it, and what the client says it gets
+    local grace = o.grace
+    if not grace or grace == '' then grace = redis.call('GET', K.CANCEL_GRACE) or '' end
     redis.call('HSET', tk, 'cancel_error', o.rmsg, 'cancel_force', o.force and '1' or '0',
-               'cancel_grace', o.grace or '', 'cancel_time', ts)
+               'cancel_grace', grace, 'cancel_time', ts)
     enter('task', id, S.Canceling, {ts = ts, from = st})
     table.insert(out, redis.call('HGET', tk, F.celery_id) or '')
     table.insert(out, o.force and 'kill' or 'terminate')
