@@ -1,4 +1,4 @@
-"""Task and job ids as HPC Pack writes them (hpcpack.md section 3)."""
+"""Task and job ids as HPC Pack writes them (docs/hpc-pack.md section 3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Parametric sweeps: ``*`` substitution exactly as hpcpack.md section 4 describes it, instance
+"""Parametric sweeps: ``*`` substitution exactly as docs/hpc-pack.md section 4 describes it, instance
 counts, validation and instance values."""
 
 from __future__ import annotations
@@ -99,5 +99,5 @@ def test_max_instances():
     (1, 1, 1, 1), (1, 1, 5, 5), (10, 5, 1, 10), (10, 5, 3, 20), (0, 2, 4, 6), (-5, 5, 2, 0),
 ])
 def test_value(start, step, instance, val):
-    """The instance id is the step index (1..N), not the sweep value (hpcpack.md section 3)."""
+    """The instance id is the step index (1..N), not the sweep value (docs/hpc-pack.md section 3)."""
     assert sweep.value(start, step, instance) == val

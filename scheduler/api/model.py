@@ -1,5 +1,5 @@
 """What a job and a task are: their specs as users give them, validated before anything reaches
-Redis, and the texts hpcq records (HPC Pack's messages, hpcpack.md sections 2 and 8)."""
+Redis, and the texts hpcq records (HPC Pack's messages, docs/hpc-pack.md sections 2 and 8)."""
 
 from __future__ import annotations
 

@@ -146,7 +146,7 @@ JOB_ON_ENTER: dict[JobState, tuple[str, ...]] = {
     J.Finished: ("job_ended",), J.Failed: ("job_ended",), J.Canceled: ("job_ended",),
 }
 
-#: The states each user operation accepts (HPC Pack's rules, hpcpack.md section 2).
+#: The states each user operation accepts (HPC Pack's rules, docs/hpc-pack.md section 2).
 #: Finish (HPC Pack's Finish) stops what runs like a cancel; what it ends, ends Finished.
 FINISH_TASK_FROM = frozenset({T.Queued, T.Dispatching, T.Running, T.Canceling})
 FINISH_JOB_FROM = frozenset({J.Queued, J.Running})

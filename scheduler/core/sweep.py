@@ -1,4 +1,4 @@
-"""Parametric sweeps: instance values and HPC Pack's ``*`` substitution (hpcpack.md section 4).
+"""Parametric sweeps: instance values and HPC Pack's ``*`` substitution (docs/hpc-pack.md section 4).
 
 A sweep is stored as one record; instances are computed from (start, end, step) on demand so a
 sweep of a million instances costs the same to submit as a sweep of one."""

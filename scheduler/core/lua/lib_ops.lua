@@ -30,7 +30,7 @@ local function submit_task(j, t, deps, score, ts)
   if is_master(id) then master_refresh(id, ts) end
 end
 
--- HPC Pack's job requeue of one task (hpcpack.md 2.4): Finished tasks stay Finished, tasks
+-- HPC Pack's job requeue of one task (docs/hpc-pack.md 2.4): Finished tasks stay Finished, tasks
 -- explicitly canceled before they ran stay Canceled, every other task is queued again (a
 -- running one once it is stopped).
 local function requeue_one(id, ts, rmsg, out)

@@ -1,5 +1,5 @@
 -- ARGV: job id, running message, user (check_permitted in lib.lua).  HPC Pack's job requeue
--- (hpcpack.md 2.4): Finished tasks stay Finished, tasks explicitly canceled before they ran stay
+-- (docs/hpc-pack.md 2.4): Finished tasks stay Finished, tasks explicitly canceled before they ran stay
 -- Canceled, every other task is queued again (running ones once they are stopped), by the job's
 -- requeue op (lib_ops.lua): this step and job_step.lua.  Returns {state after, celery id, mode,
 -- ...}.
