@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from tests.support import processes, running_cluster, wait_until
+from tests.support.wait import stays  # noqa: F401  (the cancel test modules import it from here)
 from tests.support.flower import Flower
 
 #: The cluster's cancel grace period (setting HPCQ_TASK_CANCEL_GRACE_PERIOD), in seconds.
@@ -201,15 +202,6 @@ def job_hash(r, job_id) -> dict:
 def task_hash(r, task_id) -> dict:
     return r.hgetall(f"hpcq:task:{task_id}")
 
-
-def stays(predicate, seconds: float, interval: float = 0.05) -> bool:
-    """``predicate`` holds throughout ``seconds`` (checked every ``interval``)."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if not predicate():
-            return False
-        time.sleep(interval)
-    return bool(predicate())
 
 
 @pytest.fixture(scope="module")

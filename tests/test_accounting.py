@@ -69,6 +69,7 @@ def mb(task) -> float:
 def test_all_finished(ran):
     for name in TASKS:
         assert ran[name].state.value == "Finished", (name, ran[name].error_message)
+    print("\n" + report(ran))          # the figures of the mode (pytest -s shows them)
 
 
 def test_method_is_logged_at_worker_start(ran):
@@ -116,7 +117,3 @@ def report(ran):
     """The figures of a mode, one line (pytest -s shows it)."""
     return ran["mode"] + ": " + ", ".join(
         f"{n} {mb(ran[n]):.1f} MiB cpu {ran[n].cpu_user + ran[n].cpu_kernel:.2f} s" for n in TASKS)
-
-
-def test_report(ran):
-    print("\n" + report(ran))

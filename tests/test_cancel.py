@@ -280,7 +280,9 @@ def test_cancel_right_after_submit_never_runs_a_canceled_task(cl, boxes):
             assert str(exc) == TASK_REFUSED.format("Finished")
             t = cl.api.get_task(f"{job.id}.1")
         results.append((b, f"{job.id}.1", t.state.value))
-    time.sleep(0.5)
+    # an ended task stays as it ended (a cancel that lost the race changed nothing)
+    assert stays(lambda: all(state_of(cl.api, tid) == state for _, tid, state in results), 0.5), \
+        [(tid, state, state_of(cl.api, tid)) for _, tid, state in results]
     for b, tid, state in results:
         assert state_of(cl.api, tid) == state
         if state == "Canceled":

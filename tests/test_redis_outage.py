@@ -19,7 +19,7 @@ import uuid
 import pytest
 import redis
 
-from tests.support import dump_logs, running_cluster, task_processes, wait_until
+from tests.support import dump_logs, running_cluster, stays, task_processes, wait_until
 from tests.support import RedisServer
 from scheduler.errors import RedisUnavailable
 
@@ -271,8 +271,8 @@ def test_redis_kill9_loses_last_writes_and_reconciles(server, outage_cluster, tm
         assert runs(markdir, tid) >= 1
     assert c.r.hget(f"hpcq:job:{job.id}", "state") == "Finished", snapshot(c)
     # nothing stays Running/Dispatching, no slot is leaked, the counters match the tasks
-    time.sleep(0.5)
-    assert not [t for t, r in task_records(c, job.id).items() if r["state"] not in END_STATES]
+    assert stays(lambda: not [t for t, r in task_records(c, job.id).items()
+                              if r["state"] not in END_STATES], 0.5)
     assert_no_slot_leaked(c)
     assert_counts_consistent(c, job.id)
     assert_no_task_processes(c, job.id)
@@ -323,8 +323,8 @@ def test_lost_aof_tail_is_reconciled(server, outage_cluster, tmp_path):
         assert rec.get("exit_code") == "0" and rec.get("output") == f"end-{tid}\n", (tid, rec)
         assert runs(markdir, tid) >= 1
     assert c.r.hget(f"hpcq:job:{job.id}", "state") == "Finished", snapshot(c)
-    time.sleep(0.5)
-    assert not [t for t, r in task_records(c, job.id).items() if r["state"] not in END_STATES]
+    assert stays(lambda: not [t for t, r in task_records(c, job.id).items()
+                              if r["state"] not in END_STATES], 0.5)
     assert_no_slot_leaked(c)
     assert_counts_consistent(c, job.id)
     assert_no_task_processes(c, job.id)

@@ -1,6 +1,6 @@
 """What the tests and the benchmarks (``bench/``) share, one module per idea:
 
-  wait          ``wait_until``: the one poll loop
+  wait          ``wait_until``: the one poll loop; ``stays``: a condition held a while
   ports         ``free_port``: the one port picker (never 6379)
   redis_server  ``RedisServer``: the one redis-server starter (the session's, the benchmarks')
   procs         ``Proc``/``Procs`` (children always cleaned up) and the process finders
@@ -17,11 +17,11 @@ from tests.support.ports import free_port
 from tests.support.procs import (PROC_MARKER_VAR, Proc, Procs, alive, assert_gone, attempt_processes,
                                  descendants, describe, die_with_parent, no_task_processes, processes)
 from tests.support.redis_server import REDIS_SERVER_BIN, RedisServer
-from tests.support.wait import wait_until
+from tests.support.wait import stays, wait_until
 
 __all__ = [
     "CLUSTER_ENV", "MARKER_VAR", "Cluster", "as_cluster", "assert_no_leftovers", "dump_logs", "marked_processes", "new_marker",
     "running_cluster", "task_processes", "with_db", "hpcq", "free_port", "PROC_MARKER_VAR", "Proc",
     "Procs", "alive", "assert_gone", "attempt_processes", "descendants", "describe", "die_with_parent",
-    "no_task_processes", "processes", "REDIS_SERVER_BIN", "RedisServer", "wait_until",
+    "no_task_processes", "processes", "REDIS_SERVER_BIN", "RedisServer", "stays", "wait_until",
 ]

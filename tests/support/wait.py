@@ -1,4 +1,5 @@
-"""The one poll loop of the tests and the benchmarks."""
+"""The one poll loop of the tests and the benchmarks (``wait_until``), and its converse
+(``stays``: a condition that must hold throughout a while, instead of a sleep then one look)."""
 
 from __future__ import annotations
 
@@ -17,3 +18,13 @@ def wait_until(predicate, timeout: float, what: str = "", interval: float = 0.05
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s" + (f" waiting for {what}" if what else ""))
         time.sleep(interval)
+
+
+def stays(predicate, seconds: float, interval: float = 0.05) -> bool:
+    """``predicate`` holds throughout ``seconds`` (checked every ``interval``)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if not predicate():
+            return False
+        time.sleep(interval)
+    return bool(predicate())
