@@ -18,7 +18,7 @@ import redis
 from scheduler.core import keys
 
 from scheduler.core import states
-from scheduler.api.client import BAND, REQUEUE_MESSAGE
+from scheduler.api.control import band as api_band
 from scheduler.errors import HpcqError
 from scheduler.api.model import JobSpec, Msg, Priority, TaskSpec, resolve_dependencies
 from scheduler.core.schema import cancel_texts
@@ -35,8 +35,8 @@ RETRY_CAP = 2
 
 
 def band(priority) -> int:
-    """The queue score band of a job's tasks, as the API computes it (client._band)."""
-    return (4 - int(Priority.parse(priority))) * BAND
+    """The queue score band of a job's tasks, as the API computes it."""
+    return api_band(Priority.parse(priority))
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -620,10 +620,10 @@ class Rig:
                                      graceful=graceful)
 
     def requeue_task(self, uid):
-        return self.store.requeue_task(uid, cancel_texts(REQUEUE_MESSAGE)[1])
+        return self.store.requeue_task(uid, cancel_texts(Msg.requeued)[1])
 
     def requeue_job(self, jid):
-        return self.store.requeue_job(jid, cancel_texts(REQUEUE_MESSAGE)[1])
+        return self.store.requeue_job(jid, cancel_texts(Msg.requeued)[1])
 
     def lose_worker(self, name="w1"):
         return self.store.lose_worker(name, Msg.worker_lost.format(name),
@@ -877,14 +877,14 @@ class Sequence:
     def op_requeue_task(self):
         uid = self.pick_unit()
         self.desc = f"requeue_task {uid}"
-        st, rev = self.store.requeue_task(uid, cancel_texts(REQUEUE_MESSAGE)[1])
+        st, rev = self.store.requeue_task(uid, cancel_texts(Msg.requeued)[1])
         self.revoked(rev)
         return f"requeue_task {uid} -> {st} {len(rev)}"
 
     def op_requeue_job(self):
         j = self.pick_job() or 999
         self.desc = f"requeue_job {j}"
-        st, rev = self.store.requeue_job(j, cancel_texts(REQUEUE_MESSAGE)[1])
+        st, rev = self.store.requeue_job(j, cancel_texts(Msg.requeued)[1])
         self.revoked(rev)
         return f"requeue_job {j} -> {st} {len(rev)}"
 

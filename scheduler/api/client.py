@@ -24,16 +24,9 @@ from scheduler.api.connection import check_url, no_cluster_message, unreachable_
 from scheduler.api.submission import TaskInput, submission_checks, task_specs
 from scheduler.transport import make_celery, parse_celery_id, publish_revokes
 
-#: Queue score bands: higher priority sorts first, then submission order (control.band).
-BAND = 1 << 45
 POLL = 0.05
 #: Records read per pipelined round trip when listing.
 BATCH = 1000
-
-
-# --- the texts a cancel records ---------------------------------------------------------------
-#: The message of the cancel that stops a running attempt when it is requeued.
-REQUEUE_MESSAGE = "Requeued."
 
 
 def _check_key(key) -> None:
@@ -190,7 +183,7 @@ class Scheduler(Control):
 
     def requeue_job(self, job_id, wait: bool = True, timeout: float | None = None) -> "Job":
         job = self.get_job(job_id)
-        _, revokes = self.store.requeue_job(job.id, cancel_texts(REQUEUE_MESSAGE)[1], user=self.user)
+        _, revokes = self.store.requeue_job(job.id, cancel_texts(Msg.requeued)[1], user=self.user)
         self.publish(revokes)
         if wait:
             self._wait_requeued(revokes, timeout)
@@ -243,7 +236,7 @@ class Scheduler(Control):
 
     def requeue_task(self, task_id, wait: bool = True, timeout: float | None = None) -> "Task":
         tid = TaskId.parse(task_id)
-        state, revokes = self.store.requeue_task(tid, cancel_texts(REQUEUE_MESSAGE)[1],
+        state, revokes = self.store.requeue_task(tid, cancel_texts(Msg.requeued)[1],
                                                  user=self.user)
         self.publish(revokes)
         if wait and state == TaskState.Canceling:  # queued again once its processes are gone

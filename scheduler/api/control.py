@@ -8,6 +8,7 @@ from datetime import datetime
 
 from scheduler.api.model import Msg, Priority, check_cancel_message
 from scheduler.core.ids import TaskId, parse_job_id
+from scheduler.core.schema import PRIORITY_BAND
 from scheduler.errors import InvalidInput
 
 
@@ -29,7 +30,7 @@ def parse_time(value) -> float | None:
 
 def band(priority: Priority) -> int:
     """The queue score band of a priority: higher sorts first, then submission order."""
-    return (4 - int(priority)) * (1 << 45)
+    return (4 - int(priority)) * PRIORITY_BAND
 
 
 class Control:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable, Mapping, Union
 
-from scheduler.api.model import TaskSpec, resolve_dependencies
+from scheduler.api.model import Msg, TaskSpec, resolve_dependencies
 from scheduler.errors import InvalidInput
 
 
@@ -49,7 +49,7 @@ def task_specs(tasks: "TaskInput | Iterable[TaskInput]") -> list[TaskSpec]:
         raise InvalidInput("tasks must be a TaskSpec, a mapping of its fields, or a list of them")
     items = list(tasks)
     if not items:
-        raise InvalidInput("a job needs at least one task")
+        raise InvalidInput(Msg.job_needs_a_task)
     return [task_spec(t, f"task {n}" if len(items) > 1 else None) for n, t in enumerate(items, 1)]
 
 

@@ -254,6 +254,10 @@ START_FIELDS = ("command", "name", "env", "work_dir", "stdin", "stdout", "stderr
 #: rest by job_step.lua, each short (the figures are in docs/scaling.md).
 STEP_TASKS = 128
 
+#: Queue scores: a task's is its job's priority band (``api.control.band``: higher priorities
+#: in lower bands, so they sort first) plus its submit sequence, which stays below one band.
+PRIORITY_BAND = 1 << 45
+
 #: What a task asks for (its record's fields; a sweep instance asks what its master asks) and,
 #: prefixed ``a_``, what its current attempt was given (written by dispatch on the unit's own
 #: record; the worker's usage is the sum over its attempts).  A worker advertises the same names
@@ -358,6 +362,8 @@ class Msg:
     job_never_submitted = "Job {} was canceled before it was submitted, so it cannot be requeued."
     task_never_submitted = "Task {} was canceled before its job was submitted, so it cannot be requeued."
     tasks_failed = "{} task(s) failed."
+    job_needs_a_task = "a job needs at least one task"
+    requeued = "Requeued."
     sweep_canceled_failed = "The job failed because task {} was canceled with {} failed instance{}."
     sweeps_canceled_failed = "The job failed because {} task(s) failed and {} sweep(s) were canceled with failed instances (the last: task {}, {} failed)."
     retrying = "Attempt {}: {} Retry {} of {} in {} s."

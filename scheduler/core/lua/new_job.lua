@@ -22,7 +22,7 @@ else
   for k = 1, #p.job - 1, 2 do
     if p.job[k] == 'parents' then check_parents(p.job[k + 1]) end
   end
-  if p.submit and #p.tasks == 0 then fail('INPUT', 'a job needs at least one task') end
+  if p.submit and #p.tasks == 0 then fail('INPUT', MSG.job_needs_a_task) end
   j = create_job(p.job, ts)
 end
 local t0 = num(redis.call('HGET', K.job(j), 'ntasks'))
