@@ -50,7 +50,7 @@ class Tee:
 
     def __init__(self, path: str):
         self.path = path
-        self.f = open(path, "a", buffering=1)
+        self.f = open(path, "a", buffering=1)  # noqa: SIM115  (open for the Tee's life)
 
     def log(self, *a) -> None:
         print(*a, file=self.f)

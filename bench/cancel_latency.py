@@ -150,7 +150,8 @@ def kill_at_grace(s, b: Bench, script: str, n: int, grace: float) -> None:
             bad.append(f"{tid}: process {pid} still alive {grace + 60}s after the cancel")
             continue
         task = s.get_task(tid)
-        wait_until(lambda: task.refresh().state in ("Failed", "Finished", "Canceled"), 60, f"{tid} end", 0.01)
+        wait_until(lambda: task.refresh().state in ("Failed", "Finished", "Canceled"),  # noqa: B023  (called now)
+                   60, f"{tid} end", 0.01)
         term = float(read_file(os.path.join(out, tid + ".term"), 5))
         gone.append(t_gone - t0 - grace)
         ended.append(float(task.record["end_time"]) - t0 - grace)

@@ -74,7 +74,7 @@ class Bench(Cluster):
         return self.server.proc
 
     # --- lifecycle ------------------------------------------------------------------------
-    def __enter__(self) -> "Bench":
+    def __enter__(self) -> Bench:
         try:
             self.start_redis()
         except BaseException:

@@ -44,7 +44,7 @@ READY = "bench-hq-server-dir="
 def ensure_hyperqueue():
     """The ``hyperqueue`` module, pip-installed into this interpreter's environment if missing."""
     try:
-        import hyperqueue  # noqa: F401
+        import hyperqueue
     except ImportError:
         print("bench: hyperqueue is not installed; python -m pip install hyperqueue", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "hyperqueue"], check=True,
@@ -91,7 +91,7 @@ class HQ:
         self.proc: subprocess.Popen | None = None
         self.client = None
 
-    def __enter__(self) -> "HQ":
+    def __enter__(self) -> HQ:
         from hyperqueue import Client
         env = {**os.environ, TAG_VAR: self.tag,
                "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}

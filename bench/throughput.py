@@ -123,7 +123,7 @@ def run_bare(b: Bench, n: int, workers: int, concurrency: int) -> float:
     for name in names:
         b.spawn(name, [sys.executable, *bare_celery.worker_argv(name, concurrency)], env=env)
     for name in names:
-        wait_until(lambda: "ready" in b.log(name), 90, f"bare worker {name}", 0.1)
+        wait_until(lambda: "ready" in b.log(name), 90, f"bare worker {name}", 0.1)  # noqa: B023  (called now)
     r = b.r
     r.delete(bare_celery.COUNTER)
     # a client app for this Redis (bare_celery.app is bound to the URL of the first import: a
@@ -183,7 +183,7 @@ def main() -> None:
         warm.wait(timeout=120)
         results = {}
         wnames = [f"w{k}@bench" for k in range(1, args.workers + 1)]
-        for rep in range(args.repeat):
+        for _rep in range(args.repeat):
             c0 = cpu_snapshot(b, wnames)
             b.r.config_resetstat()
             el, detail = run_tasks(s, n, slots)
@@ -205,7 +205,7 @@ def main() -> None:
             b.stop(f"w{k}@bench")
         b.stop("scheduler")
         if not args.skip_bare:
-            for rep in range(args.repeat):
+            for _rep in range(args.repeat):
                 el = run_bare(b, n, args.workers, args.concurrency)
                 results.setdefault("bare", []).append(el)
         print(machine_note().replace("machine:", "at the end:"))

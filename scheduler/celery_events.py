@@ -15,7 +15,8 @@ logged and never raised, and one pass uses one producer whatever the number of a
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from celery import Celery

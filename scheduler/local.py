@@ -146,7 +146,7 @@ class LocalCluster:
 
     # --- start ----------------------------------------------------------------------------
     def _lock_state_dir(self) -> None:
-        self._lock = open(os.path.join(self.state_dir, "up.lock"), "w")
+        self._lock = open(os.path.join(self.state_dir, "up.lock"), "w")  # noqa: SIM115  (held while up runs)
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

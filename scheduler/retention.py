@@ -9,7 +9,7 @@ midway) is resumed by the leading scheduler from the cursor it left in Redis."""
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from scheduler.core.store import Store
 from scheduler.errors import InvalidState, NotFound

@@ -30,7 +30,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def duration(text) -> float:
     """Seconds from ``90``, ``90s``, ``15m``, ``12h`` or ``5d`` (ValueError otherwise)."""
     text = str(text).strip().lower()
-    unit = _UNITS.get(text[-1:], None)
+    unit = _UNITS.get(text[-1:])
     number = float(text[:-1] if unit else text)
     if number < 0 or number != number:
         raise ValueError(text)
@@ -136,7 +136,7 @@ class Settings:
         values["redis_url"] = self.masked_url
         return values
 
-    def replace(self, **changes) -> "Settings":
+    def replace(self, **changes) -> Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 

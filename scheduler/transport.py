@@ -46,7 +46,7 @@ def _one_client_per_channel() -> None:
     channel._hpcq_one_client = True
 
 
-def make_celery(redis_url: str) -> "Celery":
+def make_celery(redis_url: str) -> Celery:
     # imported here: most hpcq commands never talk to Celery, and importing it costs ~150 ms
     # of every command's start
     from celery import Celery

@@ -195,4 +195,5 @@ def open_file(files: ExitStack, what: str, path: str, wd: str | None, mode: str)
     except PermissionError:
         raise StartError(f"The task could not start: permission denied for its {what} {full}.") from None
     except (OSError, ValueError) as exc:
-        raise StartError(f"The task could not start: its {what} {full}: {getattr(exc, 'strerror', None) or exc}") from None
+        why = getattr(exc, "strerror", None) or exc
+        raise StartError(f"The task could not start: its {what} {full}: {why}") from None

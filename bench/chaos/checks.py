@@ -161,7 +161,7 @@ class Checks:
                 i1.fail(f"sweep {m}: {active} instance(s) still active, {redo} in its redo list")
 
         # masters: counts and state
-        for j, t, tp, mid, rec in masters:
+        for _j, _t, tp, mid, rec in masters:
             i1.checked += 1
             mstate = rec.get("state")
             mev = events.get(mid, [])

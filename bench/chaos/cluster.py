@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class Daemon:
     """A worker or scheduler process on its own host, restartable under the same name."""
 
-    def __init__(self, chaos: "Chaos", kind: str, name: str, host):
+    def __init__(self, chaos: Chaos, kind: str, name: str, host):
         self.chaos, self.kind, self.name, self.host = chaos, kind, name, host
         self.popen: subprocess.Popen | None = None
         self.log_path = os.path.join(chaos.logdir, f"{kind}-{name.split('@')[0]}.log")

@@ -71,7 +71,7 @@ class Chaos(Timeline, Cluster, Drive, Record, Checks, Report):
             print(line, flush=True)
 
     # --- the whole run ---------------------------------------------------------------------------
-    def run(self) -> "Chaos":
+    def run(self) -> Chaos:
         ok, reason = netns_available()
         if not ok:
             raise RuntimeError(f"chaos needs network namespaces: {reason}")

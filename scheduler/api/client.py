@@ -7,7 +7,7 @@ then published as Celery revokes; the call waits for the end state unless ``wait
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from scheduler.errors import InvalidInput, InvalidState, NoCluster, NotFound, RedisUnavailable, WaitTimeout
 from scheduler.core.ids import TaskId, parse_job_id
@@ -20,7 +20,7 @@ from scheduler.api.records import JobView, TaskView, instance_record
 from scheduler.settings import Settings, get_settings, mask_url
 from scheduler.core.states import JOB_END, TASK_END, JobState, TaskState
 from scheduler.core.store import Store
-from scheduler.api.connection import check_url, no_cluster_message, unreachable_message  # noqa: F401  (re-exported)
+from scheduler.api.connection import check_url, no_cluster_message, unreachable_message  # (re-exported)
 from scheduler.api.submission import TaskInput, submission_checks, task_specs
 from scheduler.transport import make_celery, parse_celery_id, publish_revokes
 
@@ -50,7 +50,7 @@ class Scheduler(Control):
 
     @classmethod
     def connect(cls, url: str | None = None, require_cluster: bool = False,
-                **settings) -> "Scheduler":
+                **settings) -> Scheduler:
         """Connect (``url``, else ``HPCQ_REDIS_URL``) and PING; errors name the URL with its
         password masked.  ``require_cluster``: raise ``NoCluster`` if no scheduler or worker
         ever ran against that Redis (the CLI does: a wrong URL is not an empty cluster)."""
@@ -86,13 +86,13 @@ class Scheduler(Control):
                        runtime=runtime, owner=self.user, **fields)
 
     def create_job(self, name: str = "", priority="Normal", fail_on_task_failure: bool = False,
-                   runtime: int | None = None, **fields) -> "Job":
+                   runtime: int | None = None, **fields) -> Job:
         """A job in Configuring.  ``fields``: JobSpec's others (exclusive, env, cores, memory,
         gpus, group, task_retry_count, depends_on_job, run_on_parent_failure, hold_until)."""
         spec = self._job_spec(name, priority, fail_on_task_failure, runtime, fields)
         return self.get_job(self.store.create_job(spec.to_record()))
 
-    def submit_job(self, job: "Job | int", strict: bool = False, key: str | None = None) -> "Job":
+    def submit_job(self, job: Job | int, strict: bool = False, key: str | None = None) -> Job:
         """Submit a job in Configuring with the tasks it has (``submission_checks`` first;
         ``strict``: also refuse a task no online worker could ever run).  With ``key``: if a
         job was already submitted with it, that job is returned and this one left as it is."""
@@ -123,10 +123,10 @@ class Scheduler(Control):
                 label = f"{job_id}.{n}" if job_id is not None else str(n)
                 raise InvalidState(f"task {label} {why}")
 
-    def submit(self, tasks: "TaskInput | Iterable[TaskInput]", *, name: str = "",
+    def submit(self, tasks: TaskInput | Iterable[TaskInput], *, name: str = "",
                priority="Normal", fail_on_task_failure: bool = False,
                runtime: int | None = None, key: str | None = None, strict: bool = False,
-               **fields) -> "Job":
+               **fields) -> Job:
         """Create a job of ``tasks`` and submit it, in one atomic step; returns the job.
 
         ``tasks`` is one task or a list of them, each a TaskSpec or a mapping of its fields
@@ -146,11 +146,11 @@ class Scheduler(Control):
                                        _band(job_spec.priority), key=key or "")
         return self.get_job(job_id)
 
-    def get_job(self, job_id) -> "Job":
+    def get_job(self, job_id) -> Job:
         job_id = parse_job_id(job_id)
         return Job(self, job_id, self.store.job(job_id), explain=True)
 
-    def get_job_list(self, state=None, owner: str | None = None) -> list["Job"]:
+    def get_job_list(self, state=None, owner: str | None = None) -> list[Job]:
         """Jobs, oldest first; ``state`` one state or several, ``owner`` a user name."""
         ids = self.store.job_ids()
         wanted = {JobState(s) for s in ([state] if isinstance(state, str) else state or [])}
@@ -160,7 +160,7 @@ class Scheduler(Control):
 
     def cancel_job(self, job_id, message: str | None = None, force: bool = False,
                    graceful: bool = False, wait: bool = True, timeout: float | None = None,
-                   grace: float | None = None) -> "Job":
+                   grace: float | None = None) -> Job:
         if force and graceful:
             raise InvalidInput("a cancel cannot be both forced and graceful")
         job = self.get_job(job_id)
@@ -181,7 +181,7 @@ class Scheduler(Control):
         """Delete every job that ended more than ``older_than`` seconds ago; their ids."""
         return retention.purge_older(self.store, self.store.time() - older_than, on_job)
 
-    def requeue_job(self, job_id, wait: bool = True, timeout: float | None = None) -> "Job":
+    def requeue_job(self, job_id, wait: bool = True, timeout: float | None = None) -> Job:
         job = self.get_job(job_id)
         _, revokes = self.store.requeue_job(job.id, cancel_texts(Msg.requeued)[1], user=self.user)
         self.publish(revokes)
@@ -190,7 +190,7 @@ class Scheduler(Control):
         return job.refresh()
 
     # --- tasks ----------------------------------------------------------------------------
-    def get_task(self, task_id) -> "Task":
+    def get_task(self, task_id) -> Task:
         tid = TaskId.parse(task_id)
         return Task(self, tid, self._task_record(tid), explain=True)
 
@@ -215,7 +215,7 @@ class Scheduler(Control):
 
     def cancel_task(self, task_id, message: str | None = None, force: bool = False,
                     wait: bool = True, timeout: float | None = None,
-                    grace: float | None = None) -> "Task":
+                    grace: float | None = None) -> Task:
         tid = TaskId.parse(task_id)
         message = check_cancel_message(message)
         # one round trip: the step checks the owner, and the task's records are read right
@@ -229,12 +229,12 @@ class Scheduler(Control):
             self._wait_stopped(task, timeout, grace)
         return task
 
-    def _wait_stopped(self, task: "Task", timeout, grace) -> None:
+    def _wait_stopped(self, task: Task, timeout, grace) -> None:
         """Until a canceled or finished task has ended (its processes are gone)."""
         self._wait(lambda: task.refresh().state in TASK_END, self._cancel_timeout(timeout, grace),
                    f"task {task.id} to stop")
 
-    def requeue_task(self, task_id, wait: bool = True, timeout: float | None = None) -> "Task":
+    def requeue_task(self, task_id, wait: bool = True, timeout: float | None = None) -> Task:
         tid = TaskId.parse(task_id)
         state, revokes = self.store.requeue_task(tid, cancel_texts(Msg.requeued)[1],
                                                  user=self.user)
@@ -270,7 +270,7 @@ class Scheduler(Control):
         self._wait(lambda: all(gone(*a) for a in attempts), self._cancel_timeout(timeout, None),
                    "the requeued tasks to stop")
 
-    def _job(self, job) -> "Job":
+    def _job(self, job) -> Job:
         return job if isinstance(job, Job) else self.get_job(job)
 
     def cancel_grace(self, grace: float | None = None) -> float:
@@ -307,11 +307,11 @@ class Job(JobView):
         super().__init__(job_id, record)
         self.scheduler, self.explain = scheduler, explain
 
-    def refresh(self) -> "Job":
+    def refresh(self) -> Job:
         self.record = self.scheduler.store.job(self.id)
         return self
 
-    def add_task(self, command: str, name: str = "", sweep=None, **fields) -> "Task":
+    def add_task(self, command: str, name: str = "", sweep=None, **fields) -> Task:
         """Add a task; to a Queued or Running job it is queued at once (its ``depends_on``
         names then refer to the job's tasks so far)."""
         spec = TaskSpec(command=command, name=name, sweep=sweep, **fields)
@@ -327,7 +327,7 @@ class Job(JobView):
         number = self.scheduler.store.add_task(self.id, spec.to_record(), sorted(set(deps)))
         return self.get_task(f"{self.id}.{number}")
 
-    def submit(self) -> "Job":
+    def submit(self) -> Job:
         return self.scheduler.submit_job(self)
 
     def task_id(self, task_id) -> TaskId:
@@ -338,17 +338,17 @@ class Job(JobView):
                            f"(Scheduler.get_task({str(tid)!r}) reads it)")
         return tid
 
-    def get_task(self, task_id) -> "Task":
+    def get_task(self, task_id) -> Task:
         return self.scheduler.get_task(self.task_id(task_id))
 
     def get_task_id_list(self, expand: bool = False) -> list[str]:
         return [str(t.id) for t in self.iter_tasks(expand=expand)]
 
-    def get_task_list(self, expand: bool = False, state=None) -> list["Task"]:
+    def get_task_list(self, expand: bool = False, state=None) -> list[Task]:
         wanted = {TaskState(s) for s in ([state] if isinstance(state, str) else state or [])}
         return [t for t in self.iter_tasks(expand) if not wanted or t.state in wanted]
 
-    def iter_tasks(self, expand: bool = False) -> Iterator["Task"]:
+    def iter_tasks(self, expand: bool = False) -> Iterator[Task]:
         """Every task in order; with ``expand`` each sweep's instances instead of its master.
         Reads in pipelined batches, so a million-instance sweep streams in flat memory."""
         store = self.scheduler.store
@@ -366,27 +366,27 @@ class Job(JobView):
                     for iid, irec in zip(ids, store.tasks(ids)):
                         yield Task(self.scheduler, iid, instance_record(rec, iid, irec or None))
 
-    def cancel_task(self, task_id, message=None, force=False, **kw) -> "Task":
+    def cancel_task(self, task_id, message=None, force=False, **kw) -> Task:
         # (the cancel step itself says NotFound for a task that does not exist: no read first)
         return self.scheduler.cancel_task(self.task_id(task_id), message, force, **kw)
 
-    def requeue_task(self, task_id, **kw) -> "Task":
+    def requeue_task(self, task_id, **kw) -> Task:
         return self.scheduler.requeue_task(self.task_id(task_id), **kw)
 
-    def cancel(self, message=None, force=False, graceful=False, **kw) -> "Job":
+    def cancel(self, message=None, force=False, graceful=False, **kw) -> Job:
         return self.scheduler.cancel_job(self.id, message, force, graceful, **kw)
 
-    def requeue(self, **kw) -> "Job":
+    def requeue(self, **kw) -> Job:
         return self.scheduler.requeue_job(self.id, **kw)
 
-    def finish(self, message=None, **kw) -> "Job":
+    def finish(self, message=None, **kw) -> Job:
         return self.scheduler.finish_job(self.id, message, **kw)
 
-    def modify(self, **kw) -> "Job":
+    def modify(self, **kw) -> Job:
         return self.scheduler.modify_job(self.id, **kw)
 
     def wait(self, timeout: float | None = None,
-             on_progress: Callable[["Job"], None] | None = None) -> JobState:
+             on_progress: Callable[[Job], None] | None = None) -> JobState:
         """Block until the job is Finished, Failed or Canceled; return that state."""
         def done():
             self.refresh()
@@ -408,15 +408,15 @@ class Task(TaskView):
         super().__init__(task_id, record)
         self.scheduler, self.explain = scheduler, explain
 
-    def refresh(self) -> "Task":
+    def refresh(self) -> Task:
         self.record = self.scheduler._task_record(self.id)
         return self
 
-    def cancel(self, message=None, force=False, **kw) -> "Task":
+    def cancel(self, message=None, force=False, **kw) -> Task:
         return self.scheduler.cancel_task(self.id, message, force, **kw)
 
-    def requeue(self, **kw) -> "Task":
+    def requeue(self, **kw) -> Task:
         return self.scheduler.requeue_task(self.id, **kw)
 
-    def finish(self, message=None, **kw) -> "Task":
+    def finish(self, message=None, **kw) -> Task:
         return self.scheduler.finish_task(self.id, message, **kw)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import redis
 
@@ -57,7 +57,7 @@ class Event:
     message: str | None  # the error or cancel message, where there is one
 
     @classmethod
-    def from_entry(cls, cursor: str, f: dict) -> "Event":
+    def from_entry(cls, cursor: str, f: dict) -> Event:
         ts = f.get(_F["ts"])
         return cls(cursor=cursor, time=float(ts) if ts else _cursor_time(cursor),
                    kind=f.get(_F["kind"], ""), id=f.get(_F["id"], ""),
@@ -187,7 +187,7 @@ def parse_history(text: str | None) -> list[Move]:
         parts = line.split(schema.HISTORY_SEP)
         if len(parts) < 2:
             continue
-        ts, state, node, msg = (parts + ["", ""])[:4]
+        ts, state, node, msg = [*parts, "", ""][:4]
         moves.append(Move(float(ts), state, node or None, msg or None))
     return moves
 

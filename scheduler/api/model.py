@@ -13,7 +13,7 @@ from scheduler.api.limits import (ENV_POINTER_BYTES, MAX_ARG_STRLEN, MAX_COMMAND
                                   MAX_ENV_BYTES, NAME_MAX, PATH_MAX, _path, _path_limits, _show,
                                   _substituted_size, _sweep_tokens, _text)
 from scheduler.errors import CancelMessageTooLong, InvalidInput
-from scheduler.core.schema import Msg  # noqa: F401  (re-exported: model.Msg)
+from scheduler.core.schema import Msg  # (also re-exported: model.Msg)
 
 
 class Priority(enum.IntEnum):
@@ -24,7 +24,7 @@ class Priority(enum.IntEnum):
     Highest = 4
 
     @classmethod
-    def parse(cls, value) -> "Priority":
+    def parse(cls, value) -> Priority:
         if isinstance(value, Priority):
             return value
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 4:

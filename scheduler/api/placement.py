@@ -17,7 +17,7 @@ class Request:
     exclusive: bool = False
 
     @classmethod
-    def of(cls, record: dict) -> "Request":
+    def of(cls, record: dict) -> Request:
         """From a task record (a sweep instance asks what its master asks)."""
         return cls(cores=int(record.get("cores") or 1), memory=int(record.get("memory") or 0),
                    gpus=int(record.get("gpus") or 0), group=record.get("group") or "",

@@ -126,7 +126,7 @@ def _depends(scheduler, task) -> str | None:
         return f"waiting for {placement.plural(nwait, 'dependency', 'dependencies')} to end"
     if len(holding) == 1:
         return f"waiting for task {holding[0]} to end"
-    shown = holding if len(holding) <= 4 else holding[:3] + [f"{len(holding) - 3} more"]
+    shown = holding if len(holding) <= 4 else [*holding[:3], f"{len(holding) - 3} more"]
     return f"waiting for tasks {', '.join(shown[:-1])} and {shown[-1]} to end"
 
 

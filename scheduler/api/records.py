@@ -117,7 +117,7 @@ class TaskView:
     reason: str | None = None
     #: Its states with times (scheduler/api/events.Move), read from Redis by client.Task;
     #: "history" in ``to_dict()`` of one fetched by ``get_task``, as "reason".
-    history: list = []
+    history: list = []  # noqa: RUF012  (never mutated; client.Task overrides it with a property)
     explain = False
 
     def __init__(self, task_id: TaskId, record: dict):

@@ -6,14 +6,15 @@ same things and reads nothing while doing it."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping, Union
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from scheduler.api.model import Msg, TaskSpec, resolve_dependencies
 from scheduler.errors import InvalidInput
 
 
 #: What ``Scheduler.submit`` takes for one task: a TaskSpec, or a mapping of TaskSpec's fields.
-TaskInput = Union[TaskSpec, Mapping[str, Any]]
+TaskInput = TaskSpec | Mapping[str, Any]
 
 
 def task_spec(task: TaskInput, label: str | None = None) -> TaskSpec:
@@ -40,7 +41,7 @@ def task_spec(task: TaskInput, label: str | None = None) -> TaskSpec:
         raise refuse(str(exc)) from None
 
 
-def task_specs(tasks: "TaskInput | Iterable[TaskInput]") -> list[TaskSpec]:
+def task_specs(tasks: TaskInput | Iterable[TaskInput]) -> list[TaskSpec]:
     """Validated specs of one task or a sequence of tasks; when there are several, an error
     names the task's number."""
     if isinstance(tasks, (TaskSpec, Mapping)):

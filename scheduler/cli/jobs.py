@@ -211,7 +211,8 @@ def job_wait(job, timeout, as_json):
 
 @job_group.command("cancel")
 @click.argument("job")
-@click.option("--message", metavar="M", help=f"Reason, recorded in the error messages (<= {MAX_CANCEL_MESSAGE} characters).")
+@click.option("--message", metavar="M",
+              help=f"Reason, recorded in the error messages (<= {MAX_CANCEL_MESSAGE} characters).")
 @click.option("--force", is_flag=True, help="Kill running tasks at once, without the grace period.")
 @click.option("--graceful", is_flag=True, help="Let running tasks finish; start nothing new.")
 @click.option("--grace", type=click.FloatRange(min=0), metavar="S", help="Grace period between SIGTERM and SIGKILL.")

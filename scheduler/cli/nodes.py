@@ -4,7 +4,7 @@ online or draining worker silent past the worker timeout shows ``unreachable``."
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import click
 

@@ -107,7 +107,7 @@ def wait_for_job(job: Job, timeout: float | None, quiet: bool = False) -> JobSta
         return job.wait(timeout=timeout, on_progress=notice.check)
     counter = Counter(job)
     err = Console(stderr=True, highlight=False)
-    if err.is_terminal:
+    if err.is_terminal:  # noqa: SIM108  (two calls read better apart)
         state = _wait_live(job, counter, timeout, err)
     else:
         state = _wait_plain(job, counter, timeout)

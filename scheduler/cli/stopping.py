@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import click
 from rich.console import Console
@@ -76,7 +76,7 @@ def wait_stopped(what: str, done: Callable[[], bool], left: Callable[[], int], g
             pass
         tail = f" ({_plural(n, 'task')})" if n > 1 else ""
         click.echo(f"cancel recorded; {what} is still stopping{tail}", err=True)
-        raise SystemExit(0)
+        raise SystemExit(0) from None
     finally:
         if status is not None:
             status.stop()

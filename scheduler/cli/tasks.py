@@ -34,7 +34,8 @@ def task_view(task, as_json):
 
 @task_group.command("cancel")
 @click.argument("task")
-@click.option("--message", metavar="M", help=f"Reason, recorded in the error message (<= {MAX_CANCEL_MESSAGE} characters).")
+@click.option("--message", metavar="M",
+              help=f"Reason, recorded in the error message (<= {MAX_CANCEL_MESSAGE} characters).")
 @click.option("--force", is_flag=True, help="Kill a running task at once, without the grace period.")
 @click.option("--grace", type=click.FloatRange(min=0), metavar="S", help="Grace period between SIGTERM and SIGKILL.")
 @click.option("--no-wait", is_flag=True, help="Return once the cancel is recorded.")

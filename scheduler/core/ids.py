@@ -21,7 +21,7 @@ class TaskId:
     instance: int = 0
 
     @classmethod
-    def parse(cls, text) -> "TaskId":
+    def parse(cls, text) -> TaskId:
         if isinstance(text, TaskId):
             return text
         m = _TASK_RE.match(str(text).strip())
@@ -30,7 +30,7 @@ class TaskId:
         return cls(int(m[1]), int(m[2]), int(m[3] or 0))
 
     @property
-    def master(self) -> "TaskId":
+    def master(self) -> TaskId:
         return TaskId(self.job, self.task)
 
     def __str__(self) -> str:

@@ -58,9 +58,10 @@ T, J = TaskState, JobState
 #: without Dispatching, since its instances are what get dispatched; a Queued master whose
 #: instances all ended before any of them started - canceled one by one, before or after submit -
 #: passes through Running to its end, as submit passes through Submitted and Validating, so that
-#: a task goes Queued -> Finished only when the user finishes it, and never Queued -> Failed).  Submitted and Validating are passed
-#: through at submit (each move is an event); HPC Pack's Finishing is not used: a task's end is
-#: recorded in the one step that sees its processes gone, so nothing could ever observe it.
+#: a task goes Queued -> Finished only when the user finishes it, and never Queued -> Failed).
+#: Submitted and Validating are passed through at submit (each move is an event); HPC Pack's
+#: Finishing is not used: a task's end is recorded in the one step that sees its processes gone,
+#: so nothing could ever observe it.
 TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     T.Configuring: frozenset({T.Submitted, T.Canceled}),
     T.Submitted: frozenset({T.Validating, T.Queued, T.Failed, T.Canceled}),
@@ -349,7 +350,8 @@ class Msg:
     worker_unlisted = "The worker {} no longer runs the task (its record of it was lost)."
     fenced = "The worker {} could not reach Redis for {} s and stopped the task."
     worker_failed = "The worker failed while running the task: {}"
-    retry_limit = "{} The task was already rerun {} times after system errors (TaskRetryCount {}), so it is not rerun again."
+    retry_limit = ("{} The task was already rerun {} times after system errors (TaskRetryCount {}), "
+                   "so it is not rerun again.")
     cannot_submit = "Only jobs in the Configuring state can be submitted; job {} is {}."
     cannot_add = "Tasks can only be added to a Configuring, Queued or Running job; job {} is {}."
     job_changed = "job {} changed while it was being submitted"
@@ -365,7 +367,8 @@ class Msg:
     job_needs_a_task = "a job needs at least one task"
     requeued = "Requeued."
     sweep_canceled_failed = "The job failed because task {} was canceled with {} failed instance{}."
-    sweeps_canceled_failed = "The job failed because {} task(s) failed and {} sweep(s) were canceled with failed instances (the last: task {}, {} failed)."
+    sweeps_canceled_failed = ("The job failed because {} task(s) failed and {} sweep(s) were canceled "
+                              "with failed instances (the last: task {}, {} failed).")
     retrying = "Attempt {}: {} Retry {} of {} in {} s."
     retries_spent = "Attempt {}: {} It was retried {} times (--retry), so it is not retried again."
     parent_failed = "The job failed without starting because its parent job {} is {}."
