@@ -84,8 +84,8 @@ class Retention:
             cutoff = redis_now - self.retention
             pending = [*pending, *((j, cutoff) for j in self.store.ended_jobs(cutoff, BATCH))]
         finished = 0
-        for job_id, cutoff in pending:
-            status, made = _advance(self.store, job_id, cutoff, calls)
+        for job_id, job_cutoff in pending:
+            status, made = _advance(self.store, job_id, job_cutoff, calls)
             calls -= made
             finished += status == "done"
             if calls <= 0:

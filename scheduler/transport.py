@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scheduler.core import keys
 from scheduler.core.schema import CELERY_ID
@@ -42,8 +42,8 @@ def _one_client_per_channel() -> None:
                 client = self.__dict__["_hpcq_client"] = self._create_client()
         yield client
 
-    channel.conn_or_acquire = conn_or_acquire
-    channel._hpcq_one_client = True
+    channel.conn_or_acquire = conn_or_acquire  # type: ignore[method-assign]  # the patch, on purpose
+    channel._hpcq_one_client = True  # type: ignore[attr-defined]  # hpcq's own mark
 
 
 def make_celery(redis_url: str) -> Celery:
@@ -108,7 +108,8 @@ def send_attempts(app: Celery, store, display, attempts, heads: dict, retry_cap:
     command ``heads``), in one batch.  If the send fails, the attempts that did not start are
     queued again at once rather than after dispatch_timeout (a message that did arrive then
     fails its token check; one that started arrived), and OperationalError is raised."""
-    from kombu.exceptions import BatchPublishError, OperationalError
+    from kombu.exceptions import (  # type: ignore[attr-defined]  # missing from celery-types' stubs
+        BatchPublishError, OperationalError)
     if not attempts:
         return
     shown = display.argsreprs([a[1:] for a in attempts], heads)
@@ -155,10 +156,11 @@ def publish_revokes(app: Celery, revokes: list[tuple[str, str]]) -> None:
     cancel: SIGKILL, which the worker turns into a forced stop of the tree), 'discard' for sent
     ones.  ``RECORDED`` tells the workers that hpcq has recorded these cancels already (a revoke
     from Celery's own tools has no such mark, and the worker records it first)."""
+    recorded: dict[str, Any] = {RECORDED: True}
     for mode, sig in (("terminate", "SIGTERM"), ("kill", "SIGKILL")):
         ids = [cid for cid, m in revokes if m == mode]
         if ids:
-            app.control.revoke(ids, terminate=True, signal=sig, **{RECORDED: True})
+            app.control.revoke(ids, terminate=True, signal=sig, **recorded)
     discard = [cid for cid, mode in revokes if mode == "discard"]
     if discard:
-        app.control.revoke(discard, **{RECORDED: True})
+        app.control.revoke(discard, **recorded)

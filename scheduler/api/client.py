@@ -261,8 +261,8 @@ class Scheduler(Control):
     # --- helpers --------------------------------------------------------------------------
     def _wait_requeued(self, revokes, timeout) -> None:
         """Until every stopped attempt is gone: its task has a newer attempt or is Queued."""
-        attempts = [parse_celery_id(cid) for cid, _ in revokes]
-        attempts = [a for a in attempts if a]
+        parsed = [parse_celery_id(cid) for cid, _ in revokes]
+        attempts = [a for a in parsed if a]
 
         def gone(tid, token):
             rec = self.store.task(tid) or {}

@@ -5,11 +5,16 @@ Each is one atomic script, which checks the owner first (permissions.py)."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from scheduler.api.model import Msg, Priority, check_cancel_message
 from scheduler.core.ids import TaskId, parse_job_id
 from scheduler.core.schema import PRIORITY_BAND
 from scheduler.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from scheduler.api.client import Job, Task
+    from scheduler.core.store import Store
 
 
 def parse_time(value) -> float | None:
@@ -35,6 +40,16 @@ def band(priority: Priority) -> int:
 
 class Control:
     """Mixed into ``Scheduler`` (client.py): ``self.store``, ``self.publish``, ``self.user``."""
+
+    if TYPE_CHECKING:   # what Scheduler provides
+        store: Store
+        user: str
+
+        def publish(self, revokes) -> None: ...
+        def get_job(self, job_id) -> Job: ...
+        def get_task(self, task_id) -> Task: ...
+        def _cancel_timeout(self, timeout, grace) -> float: ...
+        def _wait_stopped(self, task: Task, timeout, grace) -> None: ...
 
     def modify_job(self, job_id, hold_until=None, priority=None, clear_hold: bool = False):
         """HPC Pack's job modify while the job waits (Configuring or Queued): a new hold

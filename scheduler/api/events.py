@@ -159,7 +159,7 @@ def _read(store, cursor: str, wanted, block: float | None) -> Iterator[Event]:
             if wanted(event):
                 yield event
         if entries:
-            if deadline is not None:
+            if block is not None:   # (deadline is None exactly when block is)
                 deadline = time.monotonic() + block   # caught up again only after a quiet block
             continue
         if deadline is not None and time.monotonic() >= deadline:

@@ -55,7 +55,7 @@ _SWEEP_TOKEN = re.compile(r"\^[*^]|\*+")  # sweep.substitute's tokens (no token 
 def _sweep_tokens(text: str) -> tuple[int, Counter]:
     """How ``sweep.substitute`` sees ``text``: its number of ``^*``/``^^`` escapes and how many
     runs of ``*`` it has of each width."""
-    escapes, runs = 0, Counter()
+    escapes, runs = 0, Counter[int]()
     for cluster in _SWEEP_SPECIAL.finditer(text):
         for m in _SWEEP_TOKEN.finditer(cluster.group()):
             if m.group()[0] == "^":

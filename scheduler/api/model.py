@@ -190,6 +190,7 @@ class TaskSpec:
 
     def _sweep_extremes(self) -> list[int]:
         """The first and the last sweep value: whichever renders widest is one of them."""
+        assert self.sweep is not None   # (its callers check self.sweep first)
         start, end, step = self.sweep
         last = sweep.value(start, step, sweep.count(start, end, step))
         return [start] if last == start else [start, last]

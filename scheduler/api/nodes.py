@@ -139,11 +139,11 @@ def read_nodes(store, worker_timeout: float, names: list[str] | None = None) -> 
     pipe = store.redis.pipeline(transaction=False)
     for tid in held:
         pipe.hmget(keys.task(tid), "state", "a_cores", "a_gpus")
-    found = dict(zip(held, _execute(store, pipe) if held else []))
-    states = {t: v[0] for t, v in found.items()}
+    rows = dict(zip(held, _execute(store, pipe) if held else []))
+    states = {t: v[0] for t, v in rows.items()}
 
     def alloc(tids):
-        return {t: (int(found[t][1] or 1), [g for g in (found[t][2] or "").split(",") if g])
+        return {t: (int(rows[t][1] or 1), [g for g in (rows[t][2] or "").split(",") if g])
                 for t in tids if states.get(t) in _ON_WORKER}
     return [Node(n, rec, [(t, states[t]) for t in tids if states.get(t) in _ON_WORKER], now,
                  worker_timeout, alloc(tids))

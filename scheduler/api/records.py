@@ -248,8 +248,9 @@ class TaskView:
             **({"reason": self.reason, "history": [m.to_dict() for m in self.history]}
                if self.explain else {}),
         }
-        if self.is_sweep:
-            d["sweep"] = list(self.sweep)
+        sweep = self.sweep   # None unless is_sweep
+        if sweep is not None:
+            d["sweep"] = list(sweep)
             d["instances"] = self.instances
             d["instance_counts"] = self.instance_counts
             d["max_failed_instances"] = self.max_failed_instances

@@ -95,6 +95,7 @@ class Scripts:
                 self._do(self.redis.script_load, script.script)   # a restarted Redis forgot it
             except redis.RedisError as exc:
                 raise translate(exc) from None
+        raise AssertionError("unreachable: the second pass returns or raises")
 
     def _do(self, fn, *args, **kwargs):
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 
 from scheduler.core import keys, schema
 from scheduler.core.scripts import Scripts
@@ -114,7 +115,7 @@ class Store(Scripts):
         """Held jobs and retry delays that are due go to the queue; how many."""
         return int(self.call("release"))
 
-    def submit(self, job_id: int, band: int, deps: list[list[int]], key: str = "") -> int:
+    def submit(self, job_id: int, band: int, deps: Sequence[Sequence[int]], key: str = "") -> int:
         """Submit; the job submitted (another one when ``key`` already names it)."""
         pairs = [x for t, d in enumerate(deps, 1) if d for x in (t, ",".join(map(str, d)))]
         reply = self.call("submit", [job_id, len(deps), band, key, *pairs])

@@ -5,6 +5,8 @@ sweep of a million instances costs the same to submit as a sweep of one."""
 
 from __future__ import annotations
 
+from typing import overload
+
 from scheduler.errors import InvalidInput
 
 MAX_INSTANCES = 1_000_000
@@ -33,6 +35,10 @@ def value(start: int, step: int, instance: int) -> int:
     return start + (instance - 1) * step
 
 
+@overload
+def substitute(template: str, val: int) -> str: ...
+@overload
+def substitute(template: None, val: int) -> None: ...
 def substitute(template: str | None, val: int) -> str | None:
     """Replace each maximal run of n ``*`` with ``val`` zero-padded to n digits.
 
