@@ -66,12 +66,14 @@ def mb(task) -> float:
     return task.peak_memory / MiB
 
 
+@pytest.mark.cluster
 def test_all_finished(ran):
     for name in TASKS:
         assert ran[name].state.value == "Finished", (name, ran[name].error_message)
     print("\n" + report(ran))          # the figures of the mode (pytest -s shows them)
 
 
+@pytest.mark.cluster
 def test_method_is_logged_at_worker_start(ran):
     if ran["mode"] == "sampling":
         assert "accounting: sampling" in ran["log"]
@@ -80,10 +82,12 @@ def test_method_is_logged_at_worker_start(ran):
         assert ran["left"] == []          # every attempt's cgroup removed
 
 
+@pytest.mark.cluster
 def test_200_mb_task_reports_200_mb(ran):
     assert 180 <= mb(ran["big"]) <= 220, mb(ran["big"])
 
 
+@pytest.mark.cluster
 def test_true_and_echo_report_under_10_mb(ran):
     # Sampling may not see a command that ends within a millisecond at all: that is 0.
     least = 0 if ran["mode"] == "sampling" else 0.1
@@ -91,6 +95,7 @@ def test_true_and_echo_report_under_10_mb(ran):
     assert least <= mb(ran["echo"]) < 10, mb(ran["echo"])
 
 
+@pytest.mark.cluster
 def test_cpu_of_every_process_is_counted(ran):
     multi, orphan = ran["multi"], ran["orphan"]
     assert multi.cpu_user + multi.cpu_kernel >= 0.8, (multi.cpu_user, multi.cpu_kernel)
@@ -98,12 +103,14 @@ def test_cpu_of_every_process_is_counted(ran):
     assert orphan.cpu_user + orphan.cpu_kernel >= 0.4, (orphan.cpu_user, orphan.cpu_kernel)
 
 
+@pytest.mark.cluster
 def test_short_spike_is_seen(ran):
     """A cgroup's high-water mark sees 200 MB that live a few ms; sampling sees them too here,
     through the process's own high-water mark (VmHWM) read while it sleeps afterwards."""
     assert 180 <= mb(ran["spike"]) <= 220, mb(ran["spike"])
 
 
+@pytest.mark.unit
 def test_sampling_is_forced_by_the_setting():
     assert accounting.method("sampling") is None
     a = accounting.Accounting("sampling", "x")

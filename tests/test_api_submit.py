@@ -47,6 +47,7 @@ def states(job) -> list[str]:
 
 # --- valid calls ------------------------------------------------------------------------------
 
+@pytest.mark.store
 def test_api_submit_creates_one_job_with_its_tasks_queued(r, s, before):
     ids, seq = job_ids(r), int(r.get("hpcq:job:seq"))
     job = s.submit([TaskSpec(command="echo prep", name="prep"),
@@ -66,6 +67,7 @@ def test_api_submit_creates_one_job_with_its_tasks_queued(r, s, before):
     assert r.smembers(f"hpcq:task:{job.id}.1:rdeps") == {"2", "3"}
 
 
+@pytest.mark.store
 def test_api_submit_one_task(s):
     job = s.submit(TaskSpec(command="echo hi"))
     assert job.state == JobState.Queued and states(job) == ["Queued"]
@@ -73,6 +75,7 @@ def test_api_submit_one_task(s):
     assert s.submit({"command": "echo hi"}).id == job.id + 1
 
 
+@pytest.mark.cluster
 def test_cli_one_shot_submit(r, redis_url, before):
     ids = job_ids(r)
     p = hpcq("job", "submit", "--name", "cli", "--runtime", "60", "--task-runtime", "30",
@@ -111,6 +114,7 @@ BAD_CALLS = [
 ]
 
 
+@pytest.mark.store
 @pytest.mark.parametrize("tasks,kw,words", BAD_CALLS)
 def test_api_refused_submit_writes_nothing(r, s, before, tasks, kw, words):
     with pytest.raises(InvalidInput) as exc:
@@ -119,6 +123,7 @@ def test_api_refused_submit_writes_nothing(r, s, before, tasks, kw, words):
     assert snapshot(r) == before
 
 
+@pytest.mark.store
 def test_api_checks_a_taskspec_changed_after_it_was_made(r, s, before):
     spec = TaskSpec(command="echo ok")
     spec.command = "echo \x00"
@@ -137,6 +142,7 @@ def assert_one_line_usage_error(p, *words):
         assert word in lines[0], p.stderr
 
 
+@pytest.mark.cluster
 @pytest.mark.parametrize("args,words", [
     (["--depends-on", "nosuch", "--", "echo"], ["task 1 depends on 'nosuch'"]),
     (["--name", "a", "--depends-on", "a", "--", "echo"], ["task 1 depends on itself"]),
@@ -153,6 +159,7 @@ def test_cli_refused_one_shot_submit_writes_nothing(r, redis_url, before, args, 
 
 # --- one atomic step: a failed submit leaves nothing ------------------------------------------
 
+@pytest.mark.store
 def test_submit_is_one_step(r, s, monkeypatch):
     """The job is created, filled and submitted by one script (new_job.lua): none of the
     step-by-step calls is made, so nothing can fail between them."""
@@ -166,6 +173,7 @@ def test_submit_is_one_step(r, s, monkeypatch):
     assert states(job) == ["Queued", "Queued"]
 
 
+@pytest.mark.store
 def test_a_refused_submit_creates_no_job(r, s):
     """The script refuses (a parent job that does not exist) before its first write: no job,
     not even a job id taken."""
@@ -174,6 +182,7 @@ def test_a_refused_submit_creates_no_job(r, s):
     assert s.get_job_list() == [] and r.get("hpcq:job:seq") is None
 
 
+@pytest.mark.store
 def test_a_key_makes_a_retried_submit_return_the_same_job(r, s):
     first = s.submit({"command": "x"}, key="run-7")
     again = s.submit({"command": "x"}, key="run-7")
@@ -186,6 +195,7 @@ def test_a_key_makes_a_retried_submit_return_the_same_job(r, s):
     assert s.submit_job(other, key="run-8").id == other.id and other.refresh().state == JobState.Queued
 
 
+@pytest.mark.store
 def test_cli_prints_a_refused_submit_on_one_line(redis_url, s, capsys):
     """The CLI in process: the script's refusal is one line, exit 1, and no job is left."""
     with pytest.raises(SystemExit) as exit_:
@@ -198,6 +208,7 @@ def test_cli_prints_a_refused_submit_on_one_line(redis_url, s, capsys):
 
 # --- one place for each thing -----------------------------------------------------------------
 
+@pytest.mark.unit
 def test_cancel_texts_are_formatted_in_one_place():
     import pathlib
 
@@ -212,6 +223,7 @@ def test_cancel_texts_are_formatted_in_one_place():
         assert "Msg.canceled" not in inspect.getsource(module)
 
 
+@pytest.mark.unit
 def test_cli_one_shot_submit_is_the_api_call():
     source = inspect.getsource(cli_jobs.job_submit.callback)
     assert ".submit(spec," in source

@@ -18,6 +18,8 @@ from tests.support import running_cluster, wait_until, with_db
 from tests.support import hpcq
 from scheduler.errors import InvalidId, InvalidInput, InvalidState, NotFound
 
+pytestmark = pytest.mark.cluster
+
 
 def running(cl, box: Box, command: str, **fields):
     """Submit one task running ``command`` and wait until its command has started."""

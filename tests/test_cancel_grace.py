@@ -28,6 +28,8 @@ from tests.fixtures_cancel import RUNNING_MSG, Box, flower, submit, wait_state  
 from tests.support import hpcq, running_cluster, wait_until, with_db
 from tests.test_celery_tools import celery
 
+pytestmark = pytest.mark.cluster
+
 #: The cluster's cancel grace period, and how long the command that cleans up takes to.
 GRACE = 5.0
 CLEANUP = 2.0

@@ -13,6 +13,8 @@ from tests.fixtures_cancel import (GRACE, JOB_REFUSED, QUEUED_MSG, RUNNING_MSG, 
 from tests.support import hpcq
 from scheduler.errors import InvalidId, InvalidInput, InvalidState, NotFound
 
+pytestmark = pytest.mark.cluster
+
 
 def build(cl, *tasks):
     """A job of (command, fields) tasks, submitted."""

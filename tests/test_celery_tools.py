@@ -14,11 +14,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
 from tests.fixtures_cancel import QUEUED_MSG, RUNNING_MSG, Box, box, boxes, cl, stays, submit, task_hash, wait_file, wait_state  # noqa: F401
 from tests.fixtures_cancel import GRACE, flower  # noqa: F401
 from tests.support import running_cluster, wait_until, with_db
 from tests.support.flower import Flower
+
+pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 

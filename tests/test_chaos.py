@@ -24,6 +24,9 @@ TASKS = 300
 _ok, _reason = netns_available()
 
 
+@pytest.mark.cluster
+@pytest.mark.netns
+@pytest.mark.slow
 @pytest.mark.skipif(not _ok, reason=_reason)
 def test_chaos_with_a_fixed_seed_breaks_no_invariant():
     chaos = Chaos(Config(tasks=TASKS, seed=SEED, quiet=True))
@@ -94,6 +97,7 @@ def broken(c: Chaos) -> Counter:
     return Counter({k: len(i.violations) for k, i in c.invariants.items() if i.violations})
 
 
+@pytest.mark.unit
 def test_the_checker_finds_each_kind_of_violation(tmp_path):
     c = made_up_run(tmp_path)
     assert broken(c) == Counter(), c.report()

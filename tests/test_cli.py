@@ -14,6 +14,8 @@ from tests.support import running_cluster
 from tests.support import hpcq
 from scheduler import JobState
 
+pytestmark = pytest.mark.cluster
+
 ID_RE = re.compile(r"^[1-9]\d*(\.[1-9]\d*){0,2}$")
 
 

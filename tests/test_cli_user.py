@@ -17,6 +17,8 @@ import pytest
 from scheduler import JobState, NotFound, Scheduler
 from tests.support import hpcq, running_cluster, wait_until
 
+pytestmark = pytest.mark.cluster
+
 LIMIT = 1000
 
 

@@ -154,6 +154,7 @@ def load(tmp_path, compose_text: str | None = None, password: str | None = None,
 
 # -- the file ---------------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_the_compose_file_is_what_compose_and_hpcq_accept(tmp_path):
     project = load(tmp_path)
     assert problems(project) == []
@@ -163,6 +164,7 @@ def test_the_compose_file_is_what_compose_and_hpcq_accept(tmp_path):
     assert "[flower]" in dockerfile and project.services["worker"].image.entrypoint == ["hpcq"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("change, expected", [
     (("command: [\"scheduler\"]", "command: [\"schedule\"]"), "hpcq has no command ['schedule']"),
     (("HPCQ_TASK_CANCEL_GRACE_PERIOD: ${", "HPCQ_CANCEL_GRACE: ${"), "sets HPCQ_CANCEL_GRACE"),
@@ -187,6 +189,7 @@ def test_a_broken_compose_file_fails(tmp_path, change, expected):
     assert any(expected in p for p in found), found
 
 
+@pytest.mark.unit
 def test_the_dockerfile_builds_offline_with_either_builder_as_a_numeric_uid():
     with open(os.path.join(ROOT, "Dockerfile")) as f:
         text = f.read()
@@ -204,6 +207,7 @@ def test_the_dockerfile_builds_offline_with_either_builder_as_a_numeric_uid():
         assert any(expected in p for p in dockerfile_problems(variant)), (expected, variant)
 
 
+@pytest.mark.cluster
 def test_the_secrets_are_ignored_by_git_and_docker():
     """``.env`` (Flower's credentials) and the secret file the README makes are never
     committed, nor sent to the daemon in the build context."""
@@ -225,6 +229,7 @@ def test_the_secrets_are_ignored_by_git_and_docker():
     assert subprocess.run(["git", "check-ignore", "-q", ".env.example"], cwd=ROOT).returncode == 1
 
 
+@pytest.mark.unit
 def test_a_compose_file_that_does_not_parse_fails(tmp_path):
     with pytest.raises(ComposeError, match="does not parse"):
         load(tmp_path, "services:\n  redis: [unclosed\n")
@@ -248,6 +253,8 @@ def get(port: int, path: str, auth: str | None = None) -> tuple[int, str]:
         return exc.code, exc.read().decode(errors="replace")
 
 
+@pytest.mark.cluster
+@pytest.mark.netns
 @pytest.mark.skipif(not _ok, reason=_reason)
 @pytest.mark.timeout(150)
 def test_compose_services_run_as_a_cluster_across_hosts(tmp_path):

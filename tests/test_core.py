@@ -11,6 +11,8 @@ import pytest
 from tests.support import running_cluster, task_processes, wait_until
 from scheduler import JobState, TaskState
 
+pytestmark = pytest.mark.cluster
+
 WORKERS = (("w1@core", 2), ("w2@core", 2))
 NODES = {name for name, _ in WORKERS}
 

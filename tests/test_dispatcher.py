@@ -16,6 +16,8 @@ from scheduler.settings import get_settings
 from scheduler.transport import RUN_TASK, make_celery, requeue_unsent
 from tests.support.ports import free_port
 
+pytestmark = pytest.mark.store
+
 
 def messages(r, worker: str) -> list[dict]:
     """The Celery messages waiting on ``worker``'s queue (a Redis list, as kombu keeps it)."""

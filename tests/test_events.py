@@ -15,6 +15,8 @@ import pytest
 from scheduler.api import events as ev_api
 from tests.support import hpcq, running_cluster, wait_until
 
+pytestmark = pytest.mark.cluster
+
 W = "e1@hpcq-events-test"
 
 

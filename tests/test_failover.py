@@ -11,6 +11,8 @@ import pytest
 from tests.support import running_cluster, wait_until
 from scheduler import JobState
 
+pytestmark = pytest.mark.cluster
+
 SCHEDULERS = ("scheduler-a", "scheduler-b")
 
 

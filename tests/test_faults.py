@@ -14,6 +14,8 @@ import pytest
 from tests.support import attempt_processes, running_cluster, task_processes, wait_until
 from scheduler import JobState
 
+pytestmark = pytest.mark.cluster
+
 ENV = {"HPCQ_WORKER_TIMEOUT": "3", "HPCQ_HEARTBEAT_INTERVAL": "0.5", "HPCQ_RECONCILE_GRACE": "2"}
 
 

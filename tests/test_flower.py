@@ -50,6 +50,7 @@ def get(port: int, path: str = "/", auth: str | None = None) -> int:
         return 0
 
 
+@pytest.mark.cluster
 @pytest.mark.parametrize("args, message", [
     (["--address", "0.0.0.0"], "refusing to serve Flower on 0.0.0.0 without --basic-auth"),
     (["--address", "10.1.2.3"], "refusing to serve Flower on 10.1.2.3 without --basic-auth"),
@@ -62,6 +63,7 @@ def test_bad_flower_arguments_are_one_line(args, message, redis_url):
     assert res.stderr.count("\n") == 1 and message in res.stderr, res.stderr
 
 
+@pytest.mark.cluster
 def test_flower_without_credentials_binds_the_loopback_only(procs, redis_url):
     port = free_port()
     proc = procs.start([sys.executable, "-m", "scheduler.cli", "flower", "--port", port],
@@ -77,6 +79,7 @@ def test_flower_without_credentials_binds_the_loopback_only(procs, redis_url):
     assert proc.returncode == 0, proc.log()
 
 
+@pytest.mark.cluster
 def test_flower_with_credentials_keeps_every_secret_off_its_argv(procs, tmp_path):
     password = "s3cret-redis-pw"
     auth = "admin:s3cret-flower-pw"
@@ -100,6 +103,7 @@ def test_flower_with_credentials_keeps_every_secret_off_its_argv(procs, tmp_path
         server.stop()
 
 
+@pytest.mark.cluster
 def test_up_with_flower_prints_its_url(tmp_path):
     port = free_port()
     env = dict(os.environ, HPCQ_STATE_DIR=str(tmp_path), FLOWER_BASIC_AUTH="")
@@ -122,6 +126,7 @@ def test_up_with_flower_prints_its_url(tmp_path):
     assert get(port) == 0     # stopped with the rest
 
 
+@pytest.mark.store
 def test_argsrepr_names_the_task_and_its_command(redis_url):
     s = Scheduler.connect(redis_url)
     password = "pw-in-a-command"
@@ -211,6 +216,7 @@ def assert_failed_in_flower(port: int, cid: str, worker: str, reason: str) -> di
     return info
 
 
+@pytest.mark.cluster
 def test_flower_shows_the_attempts_of_a_lost_worker_failed(redis_server, procs):
     """The worker is killed whole: nothing of it will ever send the attempt's end, so the
     scheduler does when it declares the worker lost."""
@@ -231,6 +237,7 @@ def test_flower_shows_the_attempts_of_a_lost_worker_failed(redis_server, procs):
         assert_failed_in_flower(port, cid, "w1@flower-lost", reason)
 
 
+@pytest.mark.cluster
 def test_flower_shows_what_a_worker_restarted_at_once_ended_failed(redis_server, procs):
     """Killed whole and restarted under its name before it could be declared lost: its next
     life ends the attempt its previous life held, and tells Flower so."""
@@ -248,6 +255,7 @@ def test_flower_shows_what_a_worker_restarted_at_once_ended_failed(redis_server,
         assert_failed_in_flower(port, cid, "w1@flower-again", reason)
 
 
+@pytest.mark.store
 def test_reclaim_goes_on_when_flower_cannot_be_told(rig, store, r, redis_url, caplog):
     """The events are display only: with the broker unreachable for them, the worker is still
     declared lost, its attempt still ends, and the failure to publish is one warning."""

@@ -15,6 +15,8 @@ import pytest
 
 from tests.support import hpcq, running_cluster, wait_until
 
+pytestmark = pytest.mark.cluster
+
 #: name, concurrency, what it advertises
 WORKERS = (
     ("small@hpc", 4, ("--cores", "2", "--memory", "1000")),

@@ -7,6 +7,8 @@ import pytest
 from scheduler.errors import HpcqError, InvalidId
 from scheduler.core.ids import TaskId, parse_job_id
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("text,expected", [
     ("1.2", TaskId(1, 2, 0)),

@@ -16,6 +16,7 @@ import redis
 from tests.support import Proc, hpcq, no_task_processes, wait_until
 
 
+@pytest.mark.store
 def test_redis_server_answers(redis_server):
     assert redis_server.startswith("redis://127.0.0.1:") and redis_server.endswith("/0")
     port = int(redis_server.rsplit(":", 1)[1].split("/")[0])
@@ -30,12 +31,14 @@ def test_redis_server_answers(redis_server):
     client.close()
 
 
+@pytest.mark.store
 def test_redis_url_starts_empty_1(r):
     assert r.dbsize() == 0
     r.set("leftover", "x")
     r.execute_command("SELECT", 0)
 
 
+@pytest.mark.store
 def test_redis_url_starts_empty_2(r, redis_url):
     assert r.get("leftover") is None
     assert r.dbsize() == 0
@@ -44,6 +47,7 @@ def test_redis_url_starts_empty_2(r, redis_url):
     assert r.get("k") == "v"  # decode_responses
 
 
+@pytest.mark.unit
 def test_wait_until():
     t0 = time.monotonic()
     box = []
@@ -67,6 +71,7 @@ time.sleep(300)
 """
 
 
+@pytest.mark.cluster
 def test_proc_stop_kills_the_whole_family(tmp_path):
     marker = f"infra-{uuid.uuid4().hex}"
     p = Proc([sys.executable, "-c", SPAWNER, marker], logdir=tmp_path, name="spawner")
@@ -83,6 +88,7 @@ def test_proc_stop_kills_the_whole_family(tmp_path):
         p.kill()
 
 
+@pytest.mark.cluster
 def test_proc_stop_escalates_to_sigkill(tmp_path):
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(300)"
     p = Proc([sys.executable, "-c", code], env={"FOO": "bar"}, logdir=tmp_path)
@@ -95,6 +101,7 @@ def test_proc_stop_escalates_to_sigkill(tmp_path):
         p.kill()
 
 
+@pytest.mark.cluster
 def test_procs_fixture(procs):
     p = procs.start([sys.executable, "-c", "import os; print(os.environ['FOO'], flush=True); import time; time.sleep(300)"],
                     env={"FOO": "hello"})
@@ -103,6 +110,7 @@ def test_procs_fixture(procs):
     assert psutil.Process(p.pid).status() != psutil.STATUS_ZOMBIE
 
 
+@pytest.mark.cluster
 def test_hpcq_runs_the_cli(redis_url):
     res = hpcq("--help", redis_url=redis_url)
     assert res.returncode == 0, res.stderr

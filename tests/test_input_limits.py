@@ -37,6 +37,7 @@ def rel_path(size: int) -> str:
 
 # -- NUL bytes and unencodable text ------------------------------------------------------------
 
+@pytest.mark.unit
 @pytest.mark.parametrize("kwargs,message", [
     (dict(command="echo a\x00b"), "the command contains a NUL byte"),
     (dict(command="echo", name="a\x00"), "the task name contains a NUL byte"),
@@ -53,12 +54,14 @@ def test_nul_byte_refused_in_every_task_field(kwargs, message):
     assert refused(**kwargs) == message
 
 
+@pytest.mark.unit
 def test_nul_byte_refused_in_job_name():
     with pytest.raises(InvalidInput, match="^the job name contains a NUL byte$"):
         JobSpec(name="job\x00")
     assert JobSpec(name="job").name == "job"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("field", ["command", "name", "work_dir", "stdin", "stdout", "stderr"])
 def test_lone_surrogate_refused(field):
     """A non-UTF-8 byte in an argument reaches Python as a lone surrogate (U+DC80-U+DCFF); no
@@ -69,6 +72,7 @@ def test_lone_surrogate_refused(field):
     assert "U+DCFF" in message and "UTF-8" in message
 
 
+@pytest.mark.unit
 def test_lone_surrogate_refused_in_env_depends_and_job_name():
     assert refused("echo", depends_on=["\udcff"]).startswith("depends_on entry '\\udcff' contains U+DCFF")
     assert refused("echo", env={"A": "\ud800"}).startswith("environment variable A: value contains U+D800")
@@ -77,6 +81,7 @@ def test_lone_surrogate_refused_in_env_depends_and_job_name():
         JobSpec(name="\udcff")
 
 
+@pytest.mark.unit
 def test_non_ascii_text_is_fine():
     t = TaskSpec("echo héllo ✓", name="é", env={"NOM": "café"}, work_dir="/tmp/ü", stdout="ö.txt")
     assert t.command == "echo héllo ✓" and t.env == {"NOM": "café"} and t.stdout == "/tmp/ü/ö.txt"
@@ -84,6 +89,7 @@ def test_non_ascii_text_is_fine():
 
 # -- environment ------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_env_names():
     assert refused("echo", env={"": "x"}) == "an environment variable name is empty"
     assert "'='" in refused("echo", env={"A=B": "x"})
@@ -91,6 +97,7 @@ def test_env_names():
     assert refused("echo", env="A=1").startswith("env must map variable names to values")
 
 
+@pytest.mark.unit
 def test_env_one_variable_limit():
     """``NAME=VALUE`` plus its NUL must fit MAX_ARG_STRLEN (131072): 131071 bytes is the most."""
     assert MAX_ARG_STRLEN == 131072
@@ -100,15 +107,18 @@ def test_env_one_variable_limit():
     assert "131072 bytes" in refused("echo", env={"FOO": "x" * 131068})
 
 
+@pytest.mark.unit
 def test_env_one_variable_limit_counts_utf8_bytes():
     assert TaskSpec("echo", env={"E": "é" * 65534}).env  # 2 + 131068 bytes
     assert "131072 bytes" in refused("echo", env={"E": "é" * 65535})  # 2 + 131070 bytes
 
 
+@pytest.mark.unit
 def test_env_name_counts_toward_the_variable_limit():
     assert "is 131072 bytes" in refused("echo", env={"N" * 131071: ""})
 
 
+@pytest.mark.unit
 def test_env_total_limit():
     """The whole environment (NAME=VALUE and NUL, plus 8 bytes of pointer each) <= 1 MiB."""
     assert MAX_ENV_BYTES == 1 << 20
@@ -120,6 +130,7 @@ def test_env_total_limit():
     assert message.startswith("the task's environment takes 1100143 bytes") and "1048576 (1 MiB)" in message
 
 
+@pytest.mark.unit
 def test_env_total_limit_exact_boundary():
     per = 131071 + 1 + 8  # the largest variable, its NUL, its pointer
     n = MAX_ENV_BYTES // per  # 7 of them, then one to reach the limit exactly
@@ -133,12 +144,14 @@ def test_env_total_limit_exact_boundary():
 
 # -- the command --------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_long_command_is_not_limited_by_max_arg_strlen():
     """The worker runs a command too long for one argument from a file: only 16 MiB is refused."""
     cmd = "echo " + "x" * 200_000
     assert TaskSpec(cmd).command == cmd
 
 
+@pytest.mark.unit
 def test_command_over_16_mib_refused():
     assert MAX_COMMAND_BYTES == 16 << 20
     assert len(TaskSpec("x" * MAX_COMMAND_BYTES).command) == MAX_COMMAND_BYTES
@@ -146,6 +159,7 @@ def test_command_over_16_mib_refused():
     assert "16777218 bytes" in refused("é" * (MAX_COMMAND_BYTES // 2 + 1))
 
 
+@pytest.mark.unit
 def test_command_size_after_sweep_substitution():
     """``*`` grows to the widest sweep value: 1000000 makes one ``*`` 7 bytes."""
     base = "x" * (MAX_COMMAND_BYTES - 8) + " *"  # 16 MiB - 6 bytes as given
@@ -160,11 +174,13 @@ def test_command_size_after_sweep_substitution():
 
 # -- paths --------------------------------------------------------------------------------------
 
+@pytest.mark.unit
 @pytest.mark.parametrize("field", ["work_dir", "stdin", "stdout", "stderr"])
 def test_empty_path_refused(field):
     assert refused("echo", **{field: ""}) == f"{field} is an empty path"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("field", ["work_dir", "stdin", "stdout", "stderr"])
 def test_path_max(field):
     assert PATH_MAX == 4096
@@ -174,6 +190,7 @@ def test_path_max(field):
         f"{field} is 4096 bytes; the limit for a path is 4095 (PATH_MAX)"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("field", ["work_dir", "stdin", "stdout", "stderr"])
 def test_name_max(field):
     assert NAME_MAX == 255
@@ -184,6 +201,7 @@ def test_name_max(field):
     assert "component of 256 bytes" in refused("echo", **{field: "/tmp/" + "é" * 128})
 
 
+@pytest.mark.unit
 def test_relative_work_dir_checked_as_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     room = 4095 - len(str(tmp_path)) - 1
@@ -192,6 +210,7 @@ def test_relative_work_dir_checked_as_absolute(tmp_path, monkeypatch):
     assert refused("echo", work_dir=ok + "d").startswith("work_dir is 4096 bytes")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("field", ["stdin", "stdout", "stderr"])
 def test_relative_file_checked_joined_to_work_dir(field):
     """The worker opens a relative stdin/stdout/stderr in the work dir."""
@@ -203,6 +222,7 @@ def test_relative_file_checked_joined_to_work_dir(field):
     assert TaskSpec("echo", work_dir=wd, **{field: "/abs/" + name})  # absolute: not joined
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("field", ["stdin", "stdout", "stderr"])
 @pytest.mark.parametrize("path", ["/tmp/", "out/", ".", "..", "a/.", "a/..", "/"])
 def test_file_path_naming_a_directory_refused(field, path):
@@ -211,6 +231,7 @@ def test_file_path_naming_a_directory_refused(field, path):
     assert TaskSpec("echo", work_dir=path)  # a work dir is a directory
 
 
+@pytest.mark.unit
 def test_path_after_sweep_substitution():
     """``*`` in stdin/stdout/stderr widens to the sweep value's digits."""
     name = "/tmp/" + "a" * 254 + "*"
@@ -230,6 +251,7 @@ def test_path_after_sweep_substitution():
         "stdout (joined to work_dir, after sweep substitution of 10) is 4096 bytes")
 
 
+@pytest.mark.unit
 def test_path_types():
     import pathlib
     t = TaskSpec("echo", work_dir=pathlib.Path("/tmp/w"), stdout=pathlib.Path("o.txt"), stdin=b"/tmp/i")
@@ -238,10 +260,12 @@ def test_path_types():
     assert refused("echo", stdout=3) == "stdout must be a path, not 3"
 
 
+@pytest.mark.unit
 def test_work_dir_existence_not_checked():
     assert TaskSpec("echo", work_dir="/no/such/dir/anywhere").work_dir == "/no/such/dir/anywhere"
 
 
+@pytest.mark.unit
 def test_messages_are_one_line_and_short():
     message = refused("echo", env={"A\nB" * 100: "\x00"})
     assert message.startswith("environment variable 'A\\nBA\\nB") and "..." in message
@@ -263,6 +287,7 @@ def snapshot(raw) -> dict:
     return {k: raw.dump(k) for k in raw.keys("*")}
 
 
+@pytest.mark.store
 def test_api_refuses_before_any_write(redis_url, raw):
     s = Scheduler.connect(redis_url)
     job = s.create_job(name="j")
@@ -290,6 +315,7 @@ def assert_cli_refused(p, *words):
         assert word in lines[0], p.stderr
 
 
+@pytest.mark.cluster
 @pytest.mark.parametrize("args,words", [
     (["--stdout", "", "--", "echo", "hi"], ["stdout is an empty path"]),
     (["--", "cat", "\udcff"], ["the command contains U+DCFF"]),  # the byte 0xff in argv
@@ -305,6 +331,7 @@ def test_cli_job_add_refuses_before_any_write(redis_url, raw, args, words):
     assert job.refresh().get_task_list() == []
 
 
+@pytest.mark.cluster
 def test_cli_one_shot_submit_refuses_before_any_write(redis_url, raw):
     """``job submit -- CMD`` creates no job when the task is refused."""
     before = snapshot(raw)

@@ -20,6 +20,8 @@ from scheduler.errors import InvalidState
 from scheduler.settings import get_settings
 from tests.script_model import band, check_invariants, read_all
 
+pytestmark = pytest.mark.store
+
 N = schema.STEP_TASKS * 2 + 17          # three steps
 
 

@@ -15,6 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import free_port, hpcq, running_cluster, task_processes, wait_until
 
+pytestmark = pytest.mark.cluster
+
 W = "m1@hpcq-metrics-test"
 
 

@@ -12,6 +12,8 @@ from scheduler.errors import InvalidInput
 from scheduler.api.model import (MAX_CANCEL_MESSAGE, JobSpec, Msg, Priority, TaskSpec, check_cancel_message,
                              resolve_dependencies)
 
+pytestmark = pytest.mark.unit
+
 
 # -- Priority ---------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from tests.support import wait_until
 from tests.support.netns import Network, netns_available, netns_list, start_redis
 
 _ok, _reason = netns_available()
-pytestmark = pytest.mark.skipif(not _ok, reason=_reason)
+pytestmark = [pytest.mark.cluster, pytest.mark.netns, pytest.mark.skipif(not _ok, reason=_reason)]
 
 #: Run inside a host: PING the Redis at argv[1] with a 2 s socket timeout; exit 0 on PONG.
 PING = r"""

@@ -16,6 +16,8 @@ import pytest
 from scheduler import TaskState
 from tests.support import hpcq, running_cluster, wait_until
 
+pytestmark = pytest.mark.cluster
+
 W1, W2 = "n1@hpcq-nodes-test", "n2@hpcq-nodes-test"
 COLUMNS = ["Name", "State", "Used/Slots", "Free", "Cores", "GPUs", "Groups", "Tasks", "Heartbeat",
            "Started", "Queue"]

@@ -30,7 +30,7 @@ from tests.support.netns import Network, netns_available, start_redis
 from scheduler import JobState, Scheduler
 
 _ok, _reason = netns_available()
-pytestmark = pytest.mark.skipif(not _ok, reason=_reason)
+pytestmark = [pytest.mark.cluster, pytest.mark.netns, pytest.mark.skipif(not _ok, reason=_reason)]
 
 ENV = {
     "HPCQ_WORKER_TIMEOUT": "3",

@@ -139,6 +139,7 @@ def plan() -> tuple[Block, list[Block]]:
     return clusters[0], runs
 
 
+@pytest.mark.unit
 def test_readme_blocks_are_all_classified():
     """The parse itself (fast, no cluster): every block of the four sections is run or
     excluded, and each Python block connects to the exported cluster, naming no URL."""
@@ -226,6 +227,8 @@ def run_session(text: str, env: dict, cwd: Path) -> tuple[int | None, str, str]:
     return proc.returncode, out, err
 
 
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_readme_runs_as_written(tmp_path):
     cluster, runs = plan()
     home, work, state = tmp_path / "home", tmp_path / "work", tmp_path / "state"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.support import running_cluster, wait_until
 from scheduler import JobState
+
+pytestmark = pytest.mark.cluster
 
 
 def test_attempt_whose_message_was_never_sent_is_queued_again(redis_server):

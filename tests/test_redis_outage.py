@@ -23,6 +23,8 @@ from tests.support import dump_logs, running_cluster, stays, task_processes, wai
 from tests.support import RedisServer
 from scheduler.errors import RedisUnavailable
 
+pytestmark = pytest.mark.cluster
+
 END_STATES = {"Finished", "Failed", "Canceled"}
 #: Outage length: longer than HPCQ_WORKER_TIMEOUT, so a scheduler that counted the outage's
 #: silence against the workers would declare them lost.

@@ -11,6 +11,8 @@ from tests.support import wait_until
 from tests.support import hpcq
 from scheduler.errors import InvalidId, InvalidState, NotFound
 
+pytestmark = pytest.mark.cluster
+
 RESULT_FIELDS = ("exit_code", "end_time", "error")
 
 

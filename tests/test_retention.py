@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 import redis
 
 from scheduler import JobState, Scheduler
@@ -27,6 +28,7 @@ def job_keys(r, job_id) -> list[str]:
                   + r.keys(f"hpcq:task:{job_id}.*") + r.keys(f"hpcq:purge:{job_id}"))
 
 
+@pytest.mark.store
 def test_purge_in_chunks_and_resume(redis_url):
     """A sweep of 5,000 dispatched instance records is deleted about 1,000 keys a call; a purge left
     midway is finished by the scheduler's retention pass; nothing of the job is left."""
@@ -53,6 +55,7 @@ def test_purge_in_chunks_and_resume(redis_url):
     assert job_keys(r, j) == [] and store.purging_jobs() == []
 
 
+@pytest.mark.cluster
 def test_purge_cli_refusals_and_scheduler_retention(redis_server):
     env = {"HPCQ_JOB_RETENTION": "3s"}
     with running_cluster(redis_server, workers=(("r1@hpcq-retention", 2),), env=env) as c:
@@ -86,6 +89,7 @@ def _memory(r) -> int:
     return r.info("memory")["used_memory"] - stream
 
 
+@pytest.mark.cluster
 def test_memory_returns_to_baseline_after_purging_a_thousand_jobs(redis_server):
     with running_cluster(redis_server, workers=(("r2@hpcq-retention", 8),)) as c:
         url, r = c.redis_url, c.r

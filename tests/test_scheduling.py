@@ -10,6 +10,8 @@ import pytest
 from tests.support import running_cluster, task_processes, wait_until
 from scheduler import JobState, TaskState
 
+pytestmark = pytest.mark.cluster
+
 WORKERS = (("w1@sched", 1), ("w2@sched", 1))
 GRACE = 2.0
 

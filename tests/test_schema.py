@@ -7,7 +7,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from scheduler.core import schema
+
+pytestmark = pytest.mark.unit
 
 LUA = Path(schema.__file__).with_name("lua")
 NAMES = ({s.value for s in schema.TaskState} | {s.value for s in schema.JobState}

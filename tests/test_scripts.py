@@ -817,6 +817,7 @@ def _(rig, r):
     return lambda: rig.lose_worker()
 
 
+@pytest.mark.store
 def test_lose_worker_names_what_had_started_with_its_reason(rig, r):
     """What Flower is told of a lost worker (scheduler/celery_events.py): the attempts that had
     started there, each with the reason recorded; not one that was only sent (Celery may never
@@ -927,6 +928,7 @@ def _(rig, r):
     return lambda: rig.store.requeue_task(f"{j}.1", "m")
 
 
+@pytest.mark.store
 @pytest.mark.parametrize("name", list(REFUSALS))
 def test_refusal_changes_nothing(name, rig, r, raw):
     setup, raises, match, reply, may_accept = REFUSALS[name]
@@ -948,6 +950,7 @@ def test_refusal_changes_nothing(name, rig, r, raw):
     assert_unchanged(before, after, (time.monotonic() - t0) * 1000)
 
 
+@pytest.mark.unit
 def test_every_script_has_refusal_cases():
     """Each script that can refuse has cases above (heartbeat, create_job, leave never refuse): a
     new script needs its refusals listed here."""
@@ -958,6 +961,7 @@ def test_every_script_has_refusal_cases():
 
 # --- the randomized sequence -----------------------------------------------------------------
 
+@pytest.mark.store
 def test_random_sequence(store, r):
     seq = Sequence(store, r, SEED)
     t0 = time.monotonic()
@@ -976,6 +980,7 @@ def assert_consistent(r):
     assert not bad, "\n".join(bad)
 
 
+@pytest.mark.store
 def test_found_queued_sweep_cannot_end(rig, r):
     """A sweep whose only dispatched instance is canceled before it starts: the master is still
     Queued (it becomes Running when an instance starts), every instance has ended, and
@@ -990,6 +995,7 @@ def test_found_queued_sweep_cannot_end(rig, r):
     assert_consistent(r)
 
 
+@pytest.mark.store
 def test_found_requeue_of_a_job_canceled_while_configuring(rig, r, raw):
     """cancel_job of a Configuring job ends it Canceled with its tasks Canceled; they were never
     submitted, so they have no queue score.  requeue_job (Canceled is requeueable) reopens the
@@ -1006,6 +1012,7 @@ def test_found_requeue_of_a_job_canceled_while_configuring(rig, r, raw):
     assert_consistent(r)
 
 
+@pytest.mark.store
 def test_found_requeue_pending_survives_a_cancel(rig, r):
     """requeue_task of a Running task marks it Canceling with cancel_requeue=1; a job cancel
     after that keeps the mark, so when the worker reports the stop the task is queued again
@@ -1020,6 +1027,7 @@ def test_found_requeue_pending_survives_a_cancel(rig, r):
     assert rig.store.job(j)["state"] == "Canceled"
 
 
+@pytest.mark.store
 def test_found_graceful_job_cancel_reruns_a_lost_task(rig, r):
     """A graceful job cancel lets running tasks finish and starts nothing new; but a running
     rerunnable task whose worker is lost is queued again inside the Canceling job (end_attempt
@@ -1032,6 +1040,7 @@ def test_found_graceful_job_cancel_reruns_a_lost_task(rig, r):
     assert_consistent(r)
 
 
+@pytest.mark.store
 def test_found_sweep_cancel_leaves_it_waiting(rig, r):
     """A sweep waiting for its dependencies (Queued, in the job's waiting set) is canceled:
     cancel_master moves it to Canceling, then Canceled, and EFFECT.unplace acts only on a move
@@ -1043,6 +1052,7 @@ def test_found_sweep_cancel_leaves_it_waiting(rig, r):
     assert_consistent(r)
 
 
+@pytest.mark.store
 def test_found_instance_requeue_skips_the_dependencies(rig, r):
     """An instance of a sweep that waits for its dependencies can be canceled on its own and
     requeued; EFFECT.place then puts the master in the queue without looking at its nwait, and
@@ -1055,6 +1065,7 @@ def test_found_instance_requeue_skips_the_dependencies(rig, r):
     assert f"{j}.2.1" not in rig.dispatch(), "dispatched before the task it depends on ended"
 
 
+@pytest.mark.store
 def test_found_sweep_canceled_before_submit_never_ends(rig, r):
     """Instances canceled one by one while the job is Configuring: submit moves the sweep to
     Queued without looking at them, so a sweep whose every instance was canceled stays Queued
@@ -1067,6 +1078,7 @@ def test_found_sweep_canceled_before_submit_never_ends(rig, r):
     assert_consistent(r)
 
 
+@pytest.mark.store
 def test_found_requeue_of_an_instance_of_a_canceling_sweep(rig, r):
     """requeue_task refuses a Canceling sweep master but not an instance of one: the instance
     goes back to redo and the master into the queue while it is Canceling, and dispatch hands the
@@ -1083,6 +1095,7 @@ def test_found_requeue_of_an_instance_of_a_canceling_sweep(rig, r):
     assert_consistent(r)
 
 
+@pytest.mark.store
 def test_found_deferred_requeue_in_a_failed_job(rig, r):
     """fail_on_task_failure: the first failure fails the job and stops the other running task
     (Canceling).  A requeue of that task is accepted (the job is Failed, not Canceling) and
@@ -1099,6 +1112,7 @@ def test_found_deferred_requeue_in_a_failed_job(rig, r):
     assert_consistent(r)
 
 
+@pytest.mark.store
 def test_found_requeue_of_a_sweep_whose_tail_was_canceled_one_by_one(rig, r, raw):
     """A sweep canceled while its not yet dispatched instances had all been canceled one by one:
     cancel_master still sets ``cut`` (total > next) with nothing to count (rest = 0).
@@ -1120,6 +1134,7 @@ def test_found_requeue_of_a_sweep_whose_tail_was_canceled_one_by_one(rig, r, raw
     assert_consistent(r)
 
 
+@pytest.mark.store
 def test_found_sweep_canceled_while_configuring_keeps_its_instances_queued(rig, r):
     """A sweep canceled while its job is Configuring goes Canceled without cutting its
     instances off (cancel_master sets ``cut`` only from Queued or Running): by implicit_state
@@ -1130,6 +1145,7 @@ def test_found_sweep_canceled_while_configuring_keeps_its_instances_queued(rig, 
     assert_consistent(r)
 
 
+@pytest.mark.store
 def test_finish_records_a_pid_only_for_the_current_attempt(rig, r):
     """A command that ended in its first moments has its pid and spool recorded by the finish
     step, token-checked: a stale attempt's finish writes nothing, and a requeue clears the pid."""
@@ -1148,6 +1164,7 @@ def test_finish_records_a_pid_only_for_the_current_attempt(rig, r):
     assert r.hget(keys.task(b), "pid") is None
 
 
+@pytest.mark.store
 def test_cancel_nudges_the_dispatcher_only_when_it_gives_it_something(rig, r):
     """A queued task canceled frees no slot and queues nothing: no scheduler pass for it.  One
     whose dependent it releases into the queue, or a Dispatching one (its slot), does nudge."""
@@ -1164,6 +1181,7 @@ def test_cancel_nudges_the_dispatcher_only_when_it_gives_it_something(rig, r):
     assert r.lrange(keys.WAKEUP, 0, -1) == ["*"]
 
 
+@pytest.mark.store
 def test_dispatch_reads_what_a_worker_holds_from_its_sums(rig, r):
     """dispatch.lua takes what a worker's tasks hold from the sums kept beside its task set
     (u_cores, u_memory, worker_jobs, worker_special), not by reading every task on it; the sums
@@ -1205,6 +1223,7 @@ def test_dispatch_reads_what_a_worker_holds_from_its_sums(rig, r):
     assert not r.exists(keys.key("worker_jobs", "w1"), keys.key("worker_special", "w1"))
 
 
+@pytest.mark.store
 def test_found_a_gpu_task_waiting_for_busy_gpus_broke_dispatch(rig, r):
     """The first task that fits nowhere reserves the worker nearest to fitting it; one asking
     for GPUs that are all busy took them from an empty list, and the script failed ("wrong

@@ -18,6 +18,8 @@ from tests.support import as_cluster, describe, hpcq
 from tests.support.procs import cmdlines
 from tests.support import RedisServer
 
+pytestmark = pytest.mark.cluster
+
 PW = "s3cr3t-Pw-7f4c2a"
 
 

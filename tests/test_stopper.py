@@ -23,6 +23,8 @@ import pytest
 from worker import markers, subreaper, supervisor
 from worker.supervisor import Rung, Stopper
 
+pytestmark = pytest.mark.cluster
+
 MARK = "HPCQ_TEST_STOPPER"
 
 

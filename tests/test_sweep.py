@@ -8,6 +8,8 @@ import pytest
 from scheduler.core import sweep
 from scheduler.errors import InvalidInput
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("template,val,expected", [
     # each maximal run of n asterisks -> the value zero-padded to at least n digits

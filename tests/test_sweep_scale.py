@@ -35,6 +35,7 @@ def submit_sweep(s: Scheduler, r: redis.Redis, n: int):
     return job, elapsed, names, mem, grew
 
 
+@pytest.mark.store
 def test_million_instance_sweep_footprint_does_not_depend_on_size(redis_server):
     url = with_db(redis_server, SCALE_DB)
     r = redis.Redis.from_url(url, decode_responses=True)
@@ -81,6 +82,7 @@ def test_million_instance_sweep_footprint_does_not_depend_on_size(redis_server):
         r.flushdb()
 
 
+@pytest.mark.store
 def test_sweep_over_the_limit_is_refused(redis_server):
     url = with_db(redis_server, SCALE_DB)
     r = redis.Redis.from_url(url)
@@ -104,6 +106,7 @@ def cluster(redis_server):
         yield c
 
 
+@pytest.mark.cluster
 def test_sweep_substitution_end_to_end(cluster, tmp_path):
     s = cluster.scheduler_api()
     job = s.create_job(name="sweeps")

@@ -16,7 +16,8 @@ from tests.support.tls import TlsProxy, have_openssl, make_certificate
 
 PW = "tls-s3cret/pw"
 
-pytestmark = pytest.mark.skipif(not have_openssl(), reason="openssl is needed to make a certificate")
+pytestmark = [pytest.mark.cluster,
+              pytest.mark.skipif(not have_openssl(), reason="openssl is needed to make a certificate")]
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,8 @@ from tests.support.up import Up
 from tests.support import MARKER_VAR, assert_no_leftovers, describe, free_port, new_marker, wait_until
 from scheduler import JobState, Scheduler, TaskState
 
+pytestmark = pytest.mark.cluster
+
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_up_runs_a_job_and_stops_leaving_nothing(sig, tmp_path):
