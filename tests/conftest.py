@@ -15,6 +15,12 @@ Fixtures:
   r             (function) ``redis.Redis`` on it with ``decode_responses=True``
   procs         (function) ``procs.start(argv, env=None)`` -> support.procs.Proc; at teardown every
                            process is stopped and none of their descendants may be left
+
+Tiers (markers, registered in pyproject.toml): every test is exactly one of ``unit`` (no Redis,
+no process), ``store`` (the session's Redis, no process) or ``cluster`` (starts processes), and
+may also be ``netns`` (network namespaces; always cluster) and ``slow`` (over ~20 s alone).
+Collection fails on a test that is not.  The autouse fixtures (spool_dir, run_dir) start
+nothing: the session's redis-server starts only when a test asks for it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,31 @@ def pytest_addoption(parser, pluginmanager):
         parser.addoption("--numprocesses", dest="numprocesses", default=None,
                          help="(pytest-xdist is disabled: ignored)")
         parser.addoption("--dist", dest="dist", default="no", help="(pytest-xdist is disabled: ignored)")
+
+
+TIERS = ("unit", "store", "cluster")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Every test has exactly one tier marker (before ``-m`` deselects any), and a netns test is
+    a cluster test; otherwise collection fails, naming the tests."""
+    wrong = []
+    for item in items:
+        marks = {m.name for m in item.iter_markers()}
+        tiers = [t for t in TIERS if t in marks]
+        if len(tiers) != 1:
+            wrong.append(f"  {item.nodeid}: {' and '.join(tiers) or 'no tier'}")
+        elif "netns" in marks and tiers != ["cluster"]:
+            wrong.append(f"  {item.nodeid}: netns but not cluster")
+    if wrong:
+        # a failed collection report (an exception would be an INTERNALERROR under pytest-xdist)
+        # and no items: pytest shows a collection error naming the tests, and runs nothing
+        from _pytest.reports import CollectReport
+        message = (f"{len(wrong)} test(s) without exactly one tier marker (pytest.mark.unit, .store "
+                   "or .cluster, registered in pyproject.toml; see tests/conftest.py):\n" + "\n".join(wrong))
+        config.hook.pytest_collectreport(report=CollectReport("tests/conftest.py::tiers", "failed", message, []))
+        items.clear()
 
 
 def _session_dir(tmp_path_factory, var: str, name: str):
