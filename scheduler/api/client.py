@@ -60,11 +60,14 @@ class Scheduler(Control):
             store = Store(cfg.redis_url)
         except ValueError as exc:  # redis-py's verdict on a malformed URL
             raise InvalidInput(f"invalid Redis URL {mask_url(cfg.redis_url)}: {exc}") from None
-        try:
-            store.ping()
+        try:  # one round trip: the cluster's mark answers for the PING
+            if require_cluster:
+                held = store.holds_cluster()
+            else:
+                store.ping()
         except RedisUnavailable as exc:  # its context is redis-py's own error
             raise RedisUnavailable(unreachable_message(cfg.redis_url, exc.__context__ or exc)) from None
-        if require_cluster and not store.holds_cluster():
+        if require_cluster and not held:
             raise NoCluster(no_cluster_message(cfg.redis_url))
         return cls(store, cfg)
 
